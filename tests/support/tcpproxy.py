@@ -73,13 +73,14 @@ class TcpProxy:
         if self._server is not None:
             self._server.close()
         self.reset()
-        # Wake the pipes so they see their closed sockets and finish.
+        # Wake held-back pipes so they see their aborted sockets and finish on their own
+        # (cancelling a stream handler task makes asyncio log a spurious error).
         self._flowing.set()
         tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
         if tasks:
-            await asyncio.wait(tasks, timeout=5)
+            _, pending = await asyncio.wait(tasks, timeout=5)
+            for task in pending:
+                task.cancel()
         if self._server is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), timeout=5)
