@@ -6,6 +6,7 @@ import json
 import math
 import os
 import platform
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,7 @@ def evaluate(result: RunResult) -> list[dict[str, Any]]:
         ratio = w / b if w is not None and b else None
         if ratio is None:
             missing = [k for k, v in ((check.warren[0], w), (check.baseline[0], b)) if v is None]  # type: ignore[index]
-            verdict = "n/a (" + ", ".join(f"{k}: {_why_missing(result, k)}" for k in missing) + ")"
+            verdict = "n/a: " + ", ".join(f"{k} {_why_missing(result, k)}" for k in missing)
         elif _passes(ratio, check.op, check.target):
             verdict = "pass"
         else:
@@ -112,7 +113,7 @@ def _memory_rows(result: RunResult) -> list[dict[str, Any]]:
                 "baseline": None,
                 "ratio": None,
                 "target": f"< {MEMORY_LIMIT_MB:g} MB",
-                "result": "n/a (" + (result.memory_error or "not run").splitlines()[0] + ")"
+                "result": "n/a: " + (result.memory_error or "not run").splitlines()[0]
                 if value is None or math.isnan(value)
                 else ("pass" if value < MEMORY_LIMIT_MB else "fail"),
             }
@@ -127,7 +128,7 @@ def _memory_rows(result: RunResult) -> list[dict[str, Any]]:
             "baseline": flat.get("rss_first_mb"),
             "ratio": None,
             "target": f"< {FLAT_GROWTH_MB:g} MB growth",
-            "result": "n/a (" + (result.flat_error or "not run").splitlines()[0] + ")"
+            "result": "n/a: " + (result.flat_error or "not run").splitlines()[0]
             if growth is None
             else ("pass" if growth < FLAT_GROWTH_MB and flat.get("rss_max_mb", 0) < MEMORY_LIMIT_MB
                   else "fail"),
@@ -262,7 +263,8 @@ def console(result: RunResult, rows: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    out = Console()
+    # Piped output (make bench | tee) would otherwise wrap the table at 80 columns.
+    out = Console(width=None if sys.stdout.isatty() else 150)
     table = Table(title="Warren vs baselines (medians)")
     for col, justify in (
         ("check", "left"),
@@ -336,8 +338,7 @@ def plot(result: RunResult, path: Path) -> None:
             warren_side = key.startswith("warren")
             color = "#d9480f" if warren_side else "#4c6ef5"
             if value is None:
-                ax.bar(x, 0.001, color="none", edgecolor=color, hatch="//")
-                ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=8, color=color)
+                ax.text(x, 12, "n/a", ha="center", va="bottom", fontsize=8, color=color)
             else:
                 ax.bar(x, value, color=color, width=0.8)
                 ax.text(x, value, f"{value:,.0f}", ha="center", va="bottom", fontsize=8)

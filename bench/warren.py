@@ -246,13 +246,23 @@ class WarrenStack:
 
 
 def replicas(status: dict[str, Any], role: str) -> int:
-    """Live replicas of ``role`` in a ``GET /api/status`` answer (shape-tolerant)."""
-    found: set[str] = set()
+    """Live replicas of ``role`` in a ``GET /api/status`` answer.
+
+    Replica entries look like ``{"role", "replica", "state": "alive" | "lost" | "stopped", ...}``;
+    entries without a ``state`` (a nested heartbeat) count unless they say they are stopping.
+    """
+    alive: set[str] = set()
+    dead: set[str] = set()
 
     def walk(node: Any) -> None:
         if isinstance(node, dict):
-            if node.get("role") == role and not node.get("stale") and not node.get("gone"):
-                found.add(str(node.get("replica") or node.get("id") or id(node)))
+            if node.get("role") == role and "replica" in node:
+                name = str(node["replica"])
+                state = node.get("state")
+                if state not in (None, "alive") or node.get("stopping"):
+                    dead.add(name)
+                else:
+                    alive.add(name)
             for value in node.values():
                 walk(value)
         elif isinstance(node, list):
@@ -260,7 +270,7 @@ def replicas(status: dict[str, Any], role: str) -> int:
                 walk(value)
 
     walk(status)
-    return len(found)
+    return len(alive - dead)
 
 
 # --- HTTP helpers ---------------------------------------------------------------------------

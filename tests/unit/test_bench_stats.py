@@ -66,4 +66,23 @@ def test_unavailable_contender_is_reported_not_failed() -> None:
     result = _result({"aiopika_consume_p100": [{"rate": 4000.0}]})
     result.outcomes["warren_consume"].unavailable = "services not runnable yet"
     row = next(r for r in evaluate(result) if r["check"].startswith("2. consume no-op vs aio"))
-    assert row["result"] == "n/a (warren_consume: unavailable)"
+    assert row["result"] == "n/a: warren_consume unavailable"
+
+
+def test_replicas_counts_only_live_ones_of_a_role() -> None:
+    from bench.warren import replicas
+
+    def entry(role: str, name: str, state: str) -> dict[str, object]:
+        beat = {"role": role, "replica": name, "stopping": state == "stopped"}
+        return {"role": role, "replica": name, "state": state, "heartbeat": beat}
+
+    status = {
+        "replicas": [
+            entry("consumer", "c1", "alive"),
+            entry("consumer", "c2", "stopped"),
+            entry("consumer", "c3", "lost"),
+            entry("producer", "p1", "alive"),
+        ]
+    }
+    assert replicas(status, "consumer") == 1
+    assert replicas(status, "producer") == 1
