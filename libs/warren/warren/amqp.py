@@ -1,0 +1,151 @@
+"""Broker helpers: a robust named connection, Warren's topology, and contract encoding."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import aio_pika
+import aiormq
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractRobustConnection,
+    ExchangeType,
+)
+from pydantic import BaseModel, TypeAdapter
+
+from warren.contracts import JOBS_ROUTING_KEY, Topology
+from warren.settings import AmqpSettings
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
+
+JSON = "application/json"
+
+# Errors meaning "the connection or channel is gone right now"; a robust connection is
+# reconnecting and a retry after it is back may succeed.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    aiormq.exceptions.AMQPConnectionError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    aio_pika.exceptions.ChannelClosed,
+    ConnectionError,
+    OSError,
+    RuntimeError,  # aio-pika raises RuntimeError("... closed") from some paths
+)
+
+
+async def connect(
+    settings: AmqpSettings,
+    *,
+    service: str,
+    replica: str,
+    stop: asyncio.Event | None = None,
+) -> AbstractRobustConnection:
+    """Connect robustly, retrying the first connection until the broker answers.
+
+    aio-pika's ``connect_robust`` only reconnects once it has connected; the first attempt
+    fails at once when the broker is not up yet (aio-pika #202), so we retry with a capped
+    exponential backoff and log each wait. The connection is named ``<service>:<replica>`` so
+    the management UI tells replicas apart. Returns early (raising ``asyncio.CancelledError``)
+    when ``stop`` is set.
+    """
+    delay = min(0.5, settings.connect_backoff_max)
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            connection = await aio_pika.connect_robust(
+                settings.connection_url(),
+                client_properties={"connection_name": f"{service}:{replica}"},
+                heartbeat=settings.heartbeat,
+                reconnect_interval=settings.reconnect_interval,
+                timeout=max(5.0, settings.heartbeat),
+            )
+        except (aiormq.exceptions.AMQPError, ConnectionError, OSError, TimeoutError) as exc:
+            log.warning(
+                "Broker %s not reachable (attempt %d: %s); retrying in %.1f s",
+                settings.display_url(),
+                attempt,
+                type(exc).__name__,
+                delay,
+            )
+        else:
+            log.info("Connected to %s as %s:%s", settings.display_url(), service, replica)
+            return connection
+        if stop is not None:
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+            except TimeoutError:
+                pass
+            else:
+                raise asyncio.CancelledError("stopped while waiting for the broker")
+        else:
+            await asyncio.sleep(delay)
+        delay = min(delay * 2, settings.connect_backoff_max)
+
+
+def connection_state(connection: AbstractRobustConnection | None) -> str:
+    """``connected``, ``reconnecting`` or ``closed``, as heartbeats and the API report it."""
+    if connection is None or connection.is_closed:
+        return "closed"
+    return "connected" if connection.connected.is_set() else "reconnecting"
+
+
+@dataclass(frozen=True)
+class Exchanges:
+    """Warren's own exchanges; kept referenced so robust restore re-declares them."""
+
+    commands: AbstractExchange
+    control: AbstractExchange
+    events: AbstractExchange
+
+
+async def declare_exchanges(channel: AbstractChannel, topology: Topology) -> Exchanges:
+    """Declare Warren's three exchanges (idempotent); every service calls this."""
+    commands = await channel.declare_exchange(
+        topology.commands_exchange, ExchangeType.DIRECT, durable=True
+    )
+    control = await channel.declare_exchange(
+        topology.control_exchange, ExchangeType.TOPIC, durable=True
+    )
+    events = await channel.declare_exchange(
+        topology.events_exchange, ExchangeType.TOPIC, durable=True
+    )
+    return Exchanges(commands=commands, control=control, events=events)
+
+
+async def declare_jobs_queue(
+    channel: AbstractChannel, topology: Topology, exchanges: Exchanges
+) -> aio_pika.abc.AbstractQueue:
+    """The durable job queue all producer replicas share (competing consumers)."""
+    queue = await channel.declare_queue(topology.jobs_queue, durable=True)
+    await queue.bind(exchanges.commands, JOBS_ROUTING_KEY)
+    return queue
+
+
+def encode(model: BaseModel, *, persistent: bool = False, **properties: Any) -> aio_pika.Message:
+    """A contract as an AMQP message (JSON, typed by the model's ``kind``)."""
+    return aio_pika.Message(
+        model.model_dump_json().encode(),
+        content_type=JSON,
+        type=getattr(model, "kind", type(model).__name__),
+        delivery_mode=(
+            aio_pika.DeliveryMode.PERSISTENT if persistent else aio_pika.DeliveryMode.NOT_PERSISTENT
+        ),
+        **properties,
+    )
+
+
+def decode(message: AbstractIncomingMessage, model: type[M]) -> M:
+    """Parse a contract; raises ``pydantic.ValidationError`` on a malformed one."""
+    return model.model_validate_json(message.body)
+
+
+def decode_union(message: AbstractIncomingMessage, adapter: TypeAdapter[Any]) -> Any:
+    """Parse one of a discriminated union of contracts."""
+    return adapter.validate_json(message.body)

@@ -1,0 +1,73 @@
+"""Process lifecycle: an event loop with uvloop, and a stop event set by SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT set ``stop``; a second SIGINT exits at once."""
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        name = signal.Signals(signum).name
+        if not stop.is_set():
+            log.info("%s received: stopping", name)
+            stop.set()
+        elif signum == signal.SIGINT:
+            # Ctrl+C twice: the person wants out now. A repeated SIGTERM is usually a wrapper
+            # (uv run, honcho) forwarding the same request, so it must not cut the drain short.
+            log.warning("Second SIGINT: exiting now")
+            raise SystemExit(1)
+        else:
+            log.info("%s received again: still stopping", name)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+
+
+def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run ``main()`` on uvloop when it is available."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        asyncio.run(main())
+    else:
+        uvloop.run(main())
+
+
+async def cancel_and_wait(*tasks: asyncio.Task[Any] | None, timeout: float = 5.0) -> None:
+    """Cancel background tasks and wait (bounded) until they are done."""
+    live = [t for t in tasks if t is not None and not t.done()]
+    for task in live:
+        task.cancel()
+    if live:
+        done, pending = await asyncio.wait(live, timeout=timeout)
+        for task in pending:
+            log.warning("Task %s did not stop within %.1f s", task.get_name(), timeout)
+
+
+async def close_quietly(closer: Callable[[], Awaitable[Any]], *, what: str, timeout: float) -> None:
+    """Close a resource with a bound; failures at shutdown are logged, not raised."""
+    try:
+        await asyncio.wait_for(closer(), timeout)
+    except Exception as exc:  # shutdown must go on whatever the resource does
+        log.warning("Closing %s failed: %s", what, exc)
+
+
+def touch_health_file(path: str) -> None:
+    """Mark this replica alive for the container health check (``python -m warren.healthcheck``)."""
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        with open(path, "a"):
+            pass
+    except OSError as exc:
+        log.debug("Health file %s not touched: %s", path, exc)

@@ -1,0 +1,91 @@
+"""Request bodies of the JSON API: validated, with limits, naming the field on error."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+from warren.contracts import MessageProperties
+
+NAME = r"^[^\x00-\x1f]{1,255}$"
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Target(Request):
+    queue: str | None = Field(default=None, pattern=NAME, description="Publish to this queue.")
+    exchange: str | None = Field(default=None, max_length=255, description="Or to this exchange.")
+    routing_key: str = Field(default="", max_length=255)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Target:
+        if self.queue is None and self.exchange is None:
+            raise ValueError("give a target: 'queue', or 'exchange' and 'routing_key'")
+        if self.queue is not None and self.exchange is not None:
+            raise ValueError("give either 'queue' or 'exchange', not both")
+        return self
+
+    def resolved(self) -> tuple[str, str]:
+        if self.queue is not None:
+            return "", self.queue
+        return self.exchange or "", self.routing_key
+
+
+class PublishMessage(Target):
+    body: JsonValue = Field(default=None, description="JSON; a string is sent as text.")
+    properties: MessageProperties = Field(default_factory=MessageProperties)
+
+
+class PublishBatch(PublishMessage):
+    count: int = Field(ge=1, description="Messages to publish.")
+    concurrency: int = Field(default=100, ge=1, description="Messages in flight at once.")
+    template: bool = Field(
+        default=True, description="Replace {seq}, {uuid} and {now} in the body's strings."
+    )
+
+
+class QueueCreate(Request):
+    name: str = Field(pattern=NAME)
+    durable: bool = True
+    type: Literal["classic", "quorum"] = "classic"
+    dead_letter: bool = Field(default=False, description="Give the queue a '<name>.dlq'.")
+    delivery_limit: int | None = Field(default=None, ge=1, le=1000)
+    message_ttl: int | None = Field(default=None, ge=0, le=2**31 - 1, description="ms")
+    max_length: int | None = Field(default=None, ge=1, le=2**31 - 1)
+
+    @model_validator(mode="after")
+    def _rules(self) -> QueueCreate:
+        if self.name.startswith("amq."):
+            raise ValueError("queue names starting with 'amq.' are reserved by the broker")
+        if self.type == "quorum" and not self.durable:
+            raise ValueError("quorum queues are always durable")
+        return self
+
+
+class ExchangeCreate(Request):
+    name: str = Field(pattern=NAME)
+    type: Literal["direct", "topic", "fanout", "headers"] = "direct"
+    durable: bool = True
+    auto_delete: bool = False
+
+    @model_validator(mode="after")
+    def _rules(self) -> ExchangeCreate:
+        if self.name.startswith("amq."):
+            raise ValueError("exchange names starting with 'amq.' are reserved by the broker")
+        return self
+
+
+class BindingCreate(Request):
+    queue: str = Field(pattern=NAME)
+    exchange: str = Field(pattern=NAME)
+    routing_key: str = Field(default="", max_length=255)
+    arguments: dict[str, str | int | bool] = Field(default_factory=dict, max_length=32)
+
+
+class ConsumerStart(Request):
+    queue: str = Field(pattern=NAME)
+    prefetch: int = Field(default=10, ge=1, le=65535)
+    delivery_limit: int | None = Field(default=None, ge=1, le=1000)
+    replica: str | None = Field(default=None, max_length=255, description="Only this replica.")
