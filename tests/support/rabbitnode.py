@@ -302,7 +302,8 @@ class RabbitNode:
 
     def disk_alarm(self, on: bool, *, timeout: float = 15.0) -> None:
         """Raise or clear the disk alarm (publishers block) and wait until it shows."""
-        self.rabbitmqctl("set_disk_free_limit", "1TB" if on else "50MB")
+        # Plain bytes: this rabbitmqctl rejects "1TB". 50 MB is the default limit.
+        self.rabbitmqctl("set_disk_free_limit", str(10**15 if on else 50_000_000))
         self._await_alarm("disk", on, timeout)
 
     def _await_alarm(self, kind: str, on: bool, timeout: float) -> None:
