@@ -285,7 +285,8 @@ MATRIX = [
     ("gateway", "read", "warren.gateway.g1", True),
     ("gateway", "read", "warren.events", True),  # bind its queue to events
     ("gateway", "read", "warren.jobs", False),  # cannot consume the work queue
-    ("gateway", "configure", "warren.jobs", False),
+    ("gateway", "configure", "warren.jobs", True),  # declares it before any producer runs
+    ("gateway", "write", "warren.jobs", True),  # and binds it to warren.commands
     ("gateway", "read", "warren.control.c1", False),  # nor a worker's control queue
     ("gateway", "write", "warren.events", False),  # cannot forge events
     # producer: takes jobs, publishes user messages and events
