@@ -107,6 +107,11 @@ function fmtMs(ms) {
   if (ms < 1000) return `${ms.toFixed(ms < 10 ? 1 : 0)} ms`;
   return `${(ms / 1000).toFixed(2)} s`;
 }
+/** A duration between two clocks: a negative one means the hosts' clocks disagree. */
+function fmtSpan(ms) {
+  if (typeof ms === "number" && ms < 0) return `${fmtMs(-ms)} before publish (clocks differ)`;
+  return fmtMs(ms);
+}
 function fmtSeconds(s) {
   if (typeof s !== "number" || !Number.isFinite(s)) return "–";
   return s < 60 ? `${s.toFixed(s < 10 ? 2 : 1)} s` : `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
@@ -611,7 +616,7 @@ function renderQueues() {
     const row = queueRow(q.name);
     row.classList.toggle("internal", isInternal(q.name));
     const set = (field, value) => setText($(`[data-field="${field}"]`, row), value);
-    set("type", `${q.type || "classic"}${q.durable === false ? " · transient" : ""}`);
+    set("type", `${q.type || "–"}${q.durable === false ? " · transient" : ""}`);
     set("messages_ready", fmtNum(q.messages_ready));
     set("messages_unacked", fmtNum(q.messages_unacked));
     set("messages", fmtNum(q.messages));
@@ -1108,7 +1113,7 @@ function messageRow(r) {
     h("td", { class: "mono", text: r.worker }),
     h("td", {}, pill(r.outcome, tone(r.outcome))),
     h("td", { text: r.redelivered ? "yes" : "" }),
-    h("td", { class: "num", text: fmtMs(r.latency_ms) }),
+    h("td", { class: "num", text: typeof r.latency_ms === "number" && r.latency_ms < 0 ? "–" : fmtMs(r.latency_ms) }),
     h("td", { class: "id-cell", title: r.message_id || "", text: r.message_id || "–" }),
     h("td", { class: "body-cell", dataset: { testid: "message-body" }, text: typeof r.body === "string" ? r.body : fmtValue(r.body) }),
   );
@@ -1225,9 +1230,9 @@ function showMessageDetail(r) {
     "published at": r.published_at ? `${fmtTime(r.published_at)} (${r.published_at})` : "unknown",
     "received at": `${fmtTime(r.received_at)} (${r.received_at})`,
     "processed at": `${fmtTime(r.processed_at)} (${r.processed_at})`,
-    "time in broker": Number.isFinite(published) && Number.isFinite(received) ? fmtMs(received - published) : "unknown",
+    "time in broker": Number.isFinite(published) && Number.isFinite(received) ? fmtSpan(received - published) : "unknown",
     "processing time": fmtMs(r.processing_ms),
-    "publish → processed": fmtMs(r.latency_ms),
+    "publish → processed": fmtSpan(r.latency_ms),
     "trace id": r.trace_id || "none",
   };
   const dl = $("#md-summary");

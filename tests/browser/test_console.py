@@ -1,0 +1,251 @@
+"""The console in headless Chromium against the three services running as real processes.
+
+Sync Playwright cannot run inside an asyncio loop, so these are plain ``def`` tests; the
+services are separate processes (see ``conftest.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.support.browser import screenshot_path
+
+from .stack import Stack, start_stack, stop_stack
+
+pytestmark = [pytest.mark.browser, pytest.mark.broker, pytest.mark.system]
+
+DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "console.png"
+LIVE_TIMEOUT_MS = 20_000  # management API counters lag up to ~5 s
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def open_console(page: Page, stack: Stack, section: str = "overview") -> None:
+    page.goto(f"{stack.base_url}/#{section}")
+    expect(page.get_by_test_id("gw-connection")).to_have_text("connected")
+    expect(page.get_by_test_id("stream-pill")).to_have_text("live")
+
+
+def goto(page: Page, section: str) -> None:
+    page.get_by_test_id(f"nav-{section}").click()
+    expect(page.get_by_test_id(f"section-{section}")).to_be_visible()
+
+
+def create_queue(page: Page, name: str) -> None:
+    goto(page, "queues")
+    page.get_by_test_id("queue-name").fill(name)
+    page.get_by_test_id("queue-create").click()
+    expect(queue_row(page, name)).to_be_visible()
+
+
+def queue_row(page: Page, name: str):  # type: ignore[no-untyped-def]
+    return page.locator(f'[data-testid="queue-row"][data-queue="{name}"]')
+
+
+def start_consumer(page: Page, queue: str, prefetch: int = 10) -> None:
+    goto(page, "consumers")
+    page.get_by_test_id("consumer-queue").fill(queue)
+    page.get_by_test_id("consumer-prefetch").fill(str(prefetch))
+    page.get_by_test_id("consumer-start").click()
+    row = page.locator(f'[data-testid="consumption-row"][data-queue="{queue}"]')
+    # A replica tag appears once a consumer's heartbeat says it consumes the queue.
+    expect(row.locator(".tag")).to_have_count(1, timeout=LIVE_TIMEOUT_MS)
+
+
+def fill_publish(page: Page, queue: str, body: str, headers: str = "") -> None:
+    goto(page, "publish")
+    page.get_by_test_id("publish-target-queue").check()
+    page.get_by_test_id("publish-queue").fill(queue)
+    page.get_by_test_id("publish-body").fill(body)
+    if headers:
+        page.locator("details.props summary").click()
+        page.get_by_test_id("publish-headers").fill(headers)
+
+
+def publish_one(page: Page, queue: str, body: str, headers: str = "") -> str:
+    fill_publish(page, queue, body, headers)
+    page.get_by_test_id("publish-send").click()
+    expect(page.get_by_test_id("publish-status")).to_have_text("confirmed")
+    message_id = page.get_by_test_id("publish-result-id").text_content() or ""
+    assert message_id.strip()
+    return message_id.strip()
+
+
+def test_publish_appears_in_live_list_with_detail(page: Page, stack: Stack) -> None:
+    queue = unique("orders")
+    open_console(page, stack)
+    create_queue(page, queue)
+    start_consumer(page, queue)
+
+    message_id = publish_one(
+        page, queue, '{"order": 42, "item": "book"}', headers='{"x-tenant": "acme"}'
+    )
+    trace = page.get_by_test_id("publish-trace")
+    expect(trace).to_have_attribute("href", re.compile(r"^https?://.+"))
+    page.screenshot(path=str(screenshot_path("publish-confirmed")))
+
+    goto(page, "messages")
+    row = page.locator(f'[data-testid="message-row"][data-message-id="{message_id}"]')
+    expect(row).to_be_visible(timeout=LIVE_TIMEOUT_MS)
+    expect(row).to_have_attribute("data-outcome", "acked")
+    row.click()
+
+    dialog = page.get_by_test_id("message-dialog")
+    expect(dialog).to_be_visible()
+    expect(page.get_by_test_id("md-id")).to_have_text(message_id)
+    expect(page.get_by_test_id("md-outcome")).to_have_text("acked")
+    expect(page.get_by_test_id("md-redelivered")).to_have_text("first delivery")
+    expect(page.get_by_test_id("md-body")).to_contain_text('"order": 42')
+    expect(page.get_by_test_id("md-headers")).to_contain_text("x-tenant")
+    expect(page.get_by_test_id("md-headers")).to_contain_text("acme")
+    summary = page.get_by_test_id("md-summary")
+    expect(summary).to_contain_text(queue)
+    expect(summary).to_contain_text("processing time")
+    expect(page.get_by_test_id("md-trace")).to_have_attribute(
+        "href", re.compile(r"^https?://.+/trace/[0-9a-f]{32}")
+    )
+    page.screenshot(path=str(screenshot_path("message-detail")), full_page=True)
+    assert not page.console_errors  # type: ignore[attr-defined]
+
+
+def test_batch_progress_reaches_the_end(page: Page, stack: Stack) -> None:
+    queue = unique("batch")
+    open_console(page, stack)
+    create_queue(page, queue)
+    start_consumer(page, queue, prefetch=50)
+
+    fill_publish(page, queue, '{"n": "{seq}", "id": "{uuid}"}')
+    page.get_by_test_id("batch-count").fill("2000")
+    page.get_by_test_id("batch-concurrency").fill("200")
+    page.get_by_test_id("batch-template").check()
+    page.get_by_test_id("batch-start").click()
+
+    expect(page.get_by_test_id("batch-panel")).to_be_visible()
+    expect(page.get_by_test_id("batch-status")).to_have_text("done", timeout=60_000)
+    progress = page.get_by_test_id("batch-progress")
+    expect(progress).to_have_attribute("max", "2000")
+    assert progress.evaluate("el => [el.value, el.max]") == [2000, 2000]
+    expect(page.get_by_test_id("batch-counts")).to_contain_text("2,000 / 2,000 confirmed")
+    expect(page.get_by_test_id("batch-rate")).to_contain_text(re.compile(r"achieved [\d,.]+ msg/s"))
+    page.screenshot(path=str(screenshot_path("batch-done")), full_page=True)
+
+    # The consumer works through them; the live list fills and stays bounded.
+    goto(page, "messages")
+    rows = page.get_by_test_id("message-row")
+    expect(rows.first).to_be_visible(timeout=LIVE_TIMEOUT_MS)
+    page.get_by_test_id("filter-queue").select_option(queue)
+    expect(page.get_by_test_id("messages-count")).to_contain_text("500 shown", timeout=30_000)
+    assert rows.count() <= 500
+    page.screenshot(path=str(screenshot_path("live-messages")))
+
+    # The rates chart has samples by now; this is the picture the README shows.
+    goto(page, "overview")
+    expect(page.get_by_test_id("rate-published")).not_to_have_text("0", timeout=LIVE_TIMEOUT_MS)
+    page.wait_for_timeout(1500)  # let the chart draw a few more frames for the picture
+    shot = screenshot_path("overview")
+    page.screenshot(path=str(shot), full_page=True)
+    DOCS_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(shot, DOCS_SCREENSHOT)
+    assert not page.console_errors  # type: ignore[attr-defined]
+
+
+def test_stopped_consumer_lets_ready_count_grow(page: Page, stack: Stack) -> None:
+    queue = unique("stop")
+    open_console(page, stack)
+    create_queue(page, queue)
+    start_consumer(page, queue)
+
+    row = page.locator(f'[data-testid="consumption-row"][data-queue="{queue}"]')
+    row.get_by_test_id("consumer-stop").click()
+    expect(page.get_by_test_id("confirm-dialog")).to_be_visible()
+    page.get_by_test_id("confirm-ok").click()
+    expect(row).to_have_count(0)
+
+    goto(page, "queues")
+    cells = queue_row(page, queue)
+    expect(cells.locator('[data-field="consumers"]')).to_have_text("0", timeout=LIVE_TIMEOUT_MS)
+    expect(cells.locator('[data-field="messages_ready"]')).to_have_text("0")
+
+    fill_publish(page, queue, '{"waiting": "{seq}"}')
+    page.get_by_test_id("batch-count").fill("25")
+    page.get_by_test_id("batch-concurrency").fill("5")
+    page.get_by_test_id("batch-template").check()
+    page.get_by_test_id("batch-start").click()
+    expect(page.get_by_test_id("batch-status")).to_have_text("done", timeout=30_000)
+
+    goto(page, "queues")
+    expect(cells.locator('[data-field="messages_ready"]')).to_have_text(
+        "25", timeout=LIVE_TIMEOUT_MS
+    )
+    page.screenshot(path=str(screenshot_path("queue-ready-grows")), full_page=True)
+
+    # Purge with confirmation empties it again.
+    cells.get_by_test_id("queue-purge").click()
+    page.get_by_test_id("confirm-ok").click()
+    expect(cells.locator('[data-field="messages_ready"]')).to_have_text(
+        "0", timeout=LIVE_TIMEOUT_MS
+    )
+
+
+def test_script_body_stays_inert(page: Page, stack: Stack) -> None:
+    queue = unique("xss")
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    open_console(page, stack)
+    create_queue(page, queue)
+    start_consumer(page, queue)
+
+    payload = '<script>window.__xss = 1</script><img src="x" onerror="window.__xss = 2; alert(1)">'
+    message_id = publish_one(
+        page, queue, payload, headers=json.dumps({"x-evil": "<img src=x onerror=alert(2)>"})
+    )
+
+    goto(page, "messages")
+    row = page.locator(f'[data-testid="message-row"][data-message-id="{message_id}"]')
+    expect(row).to_be_visible(timeout=LIVE_TIMEOUT_MS)
+    expect(row.get_by_test_id("message-body")).to_have_text(payload)
+    row.click()
+    expect(page.get_by_test_id("md-body")).to_have_text(payload)
+    expect(page.get_by_test_id("md-headers")).to_contain_text("<img src=x onerror=alert(2)>")
+    page.wait_for_timeout(500)  # an injected onerror would have fired by now
+
+    assert page.evaluate("() => window.__xss") is None
+    assert dialogs == []
+    injected = page.locator("#messages-table img, #message-dialog img, #message-dialog script")
+    assert injected.count() == 0
+    page.screenshot(path=str(screenshot_path("script-body-inert")), full_page=True)
+
+
+def test_security_headers(stack: Stack) -> None:
+    import urllib.request
+
+    with urllib.request.urlopen(stack.base_url + "/", timeout=5) as response:
+        csp = response.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp
+    assert "unsafe-inline" not in csp
+
+
+def test_token_is_asked_once(page: Page, tmp_path: Path) -> None:
+    secret = uuid.uuid4().hex
+    guarded = start_stack(tmp_path, roles=(), WARREN_GATEWAY__TOKEN=secret)
+    try:
+        page.goto(guarded.base_url + "/")
+        expect(page.get_by_test_id("token-dialog")).to_be_visible()
+        page.get_by_test_id("token-input").fill(secret)
+        page.get_by_test_id("token-ok").click()
+        expect(page.get_by_test_id("gw-connection")).to_have_text("connected")
+        expect(page.get_by_test_id("stream-pill")).to_have_text("live")
+        page.reload()
+        expect(page.get_by_test_id("gw-connection")).to_have_text("connected")
+        expect(page.get_by_test_id("token-dialog")).to_be_hidden()
+    finally:
+        stop_stack(guarded)
