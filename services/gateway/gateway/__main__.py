@@ -6,11 +6,11 @@ import asyncio
 import logging
 
 from aiohttp import web
-from warren import lifecycle, telemetry
-from warren.settings import configure_logging
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
+from warren import lifecycle, telemetry
+from warren.settings import configure_logging
 
 log = logging.getLogger("gateway")
 

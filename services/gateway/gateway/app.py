@@ -10,8 +10,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import WSCloseCode, web
-from warren.lifecycle import cancel_and_wait
-from warren.telemetry import TelemetryStatus
 
 from gateway import api, keys
 from gateway.broker import GatewayBroker
@@ -19,6 +17,8 @@ from gateway.errors import auth_middleware, errors_middleware, security_headers
 from gateway.management import Management
 from gateway.settings import GatewaySettings
 from gateway.state import State
+from warren.lifecycle import cancel_and_wait
+from warren.telemetry import TelemetryStatus
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ async def stats_ctx(app: web.Application) -> AsyncIterator[None]:
             if not len(state.hub) or not app[keys.BROKER].ready:
                 continue
             try:
-                body = await api.queues_body(app)
+                body = await api.queues.queues_body(app)
             except Exception as exc:  # a stats hiccup must not end the loop
                 log.debug("Queue stats failed: %s", exc)
                 continue
@@ -105,7 +105,7 @@ def create_app(
     app[keys.QUEUE_LIMITS] = {}
     app[keys.SOCKETS] = weakref.WeakSet()
     app.cleanup_ctx.extend([management_ctx, broker_ctx, stats_ctx, sockets_ctx])
-    app.router.add_routes(api.routes)
+    api.add_routes(app)
     app.router.add_get("/", index)
     app.router.add_static("/static/", STATIC, append_version=True)
     return app

@@ -14,6 +14,9 @@ import aiormq
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from aio_pika.abc import AbstractRobustConnection as Connection
 from pydantic import TypeAdapter, ValidationError
+
+from gateway.settings import GatewaySettings
+from gateway.state import State
 from warren import amqp
 from warren.contracts import (
     CONTROL_ALL_CONSUMERS,
@@ -30,9 +33,6 @@ from warren.contracts import (
     Topology,
     control_replica_key,
 )
-
-from gateway.settings import GatewaySettings
-from gateway.state import State
 
 log = logging.getLogger(__name__)
 

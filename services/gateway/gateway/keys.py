@@ -5,12 +5,12 @@ from __future__ import annotations
 import weakref
 
 from aiohttp import web
-from warren.telemetry import TelemetryStatus
 
 from gateway.broker import GatewayBroker
 from gateway.management import Management
 from gateway.settings import GatewaySettings
 from gateway.state import State
+from warren.telemetry import TelemetryStatus
 
 SETTINGS = web.AppKey("settings", GatewaySettings)
 STATE = web.AppKey("state", State)

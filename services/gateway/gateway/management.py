@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import aiohttp
+
 from warren.settings import AmqpSettings, ManagementSettings
 
 log = logging.getLogger(__name__)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+
 from warren.contracts import MessageProperties
 
 NAME = r"^[^\x00-\x1f]{1,255}$"

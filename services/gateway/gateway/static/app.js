@@ -480,8 +480,7 @@ function renderReplicas() {
       "tr",
       { class: st === "lost" ? "lost" : "", dataset: { testid: "replica-row", replica: data.replica, role: data.role, state: st } },
       h("td", {}, pill(data.role, data.role === "producer" ? "info" : "")),
-      h("td", { class: "mono", text: data.replica }),
-      h("td", { class: "mono", text: `${data.host || "?"} / ${data.pid ?? "?"}` }),
+      h("td", { class: "mono" }, data.replica, h("span", { class: "sub", text: `${data.host || "?"} · pid ${data.pid ?? "?"}` })),
       h("td", {}, pill(st, tone(st), { "data-testid": "replica-state" })),
       h("td", { text: fmtAgo(now - entry.seenAt) }),
       h("td", {}, pill(hb.connection || "–", tone(hb.connection))),
@@ -1358,6 +1357,9 @@ function renderRates() {
   for (let s = 120; s >= 0; s -= 30) {
     ctx.fillText(s === 0 ? "now" : `-${s}s`, x(now - s * 1000), pad.top + plotH + 6);
   }
+  // Exposed for tests and curious people: how many samples the chart holds, how many non-zero.
+  canvas.dataset.samples = String(points.length);
+  canvas.dataset.active = String(points.filter((p) => p.published || p.delivered || p.acked).length);
   if (!points.length) {
     ctx.textAlign = "center";
     ctx.textBaseline = "middle";

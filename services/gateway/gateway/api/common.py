@@ -1,0 +1,33 @@
+"""Helpers shared by the API modules."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from gateway import keys
+from gateway.errors import HTTPError
+from gateway.state import State
+
+log = logging.getLogger(__name__)
+
+
+def state_of(request: web.Request) -> State:
+    state: State = request.app[keys.STATE]
+    return state
+
+
+def limit_param(
+    request: web.Request, name: str = "limit", default: int = 100, cap: int = 1000
+) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise HTTPError(400, f"{name} must be an integer", field=name) from exc
+    if not 1 <= value <= cap:
+        raise HTTPError(400, f"{name} must be between 1 and {cap}", field=name)
+    return value
