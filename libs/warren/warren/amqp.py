@@ -105,18 +105,50 @@ class Exchanges:
     events: AbstractExchange
 
 
-async def declare_exchanges(channel: AbstractChannel, topology: Topology) -> Exchanges:
-    """Declare Warren's three exchanges (idempotent); every service calls this."""
-    commands = await channel.declare_exchange(
-        topology.commands_exchange, ExchangeType.DIRECT, durable=True
+async def declare_exchanges(
+    channel: AbstractChannel, topology: Topology, *, passive: bool = False
+) -> Exchanges:
+    """Declare Warren's three exchanges (idempotent).
+
+    With ``passive`` they are only checked (a missing one raises), for a least-privilege user
+    that may not declare exchanges (the consumer's, in the compose broker definitions).
+    """
+
+    async def declare(name: str, kind: ExchangeType) -> AbstractExchange:
+        return await channel.declare_exchange(name, kind, durable=True, passive=passive)
+
+    return Exchanges(
+        commands=await declare(topology.commands_exchange, ExchangeType.DIRECT),
+        control=await declare(topology.control_exchange, ExchangeType.TOPIC),
+        events=await declare(topology.events_exchange, ExchangeType.TOPIC),
     )
-    control = await channel.declare_exchange(
-        topology.control_exchange, ExchangeType.TOPIC, durable=True
-    )
-    events = await channel.declare_exchange(
-        topology.events_exchange, ExchangeType.TOPIC, durable=True
-    )
-    return Exchanges(commands=commands, control=control, events=events)
+
+
+async def ensure_exchanges(
+    connection: AbstractRobustConnection, topology: Topology, *, retry_interval: float = 2.0
+) -> tuple[AbstractChannel, Exchanges]:
+    """A confirm channel and Warren's exchanges, for a user that may lack ``configure`` rights.
+
+    Checks the exchanges passively first (the broker definitions create them in compose); when
+    one is missing, declares them (a developer's guest user may), and when that is refused too,
+    waits for another service to declare them, logging each wait.
+    """
+    while True:
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=False)
+        try:
+            return channel, await declare_exchanges(channel, topology, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            pass
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=False)
+        try:
+            return channel, await declare_exchanges(channel, topology)
+        except aiormq.exceptions.ChannelAccessRefused:
+            log.warning(
+                "Exchanges %s.* missing and this user may not declare them; retrying in %.0f s",
+                topology.namespace,
+                retry_interval,
+            )
+        await asyncio.sleep(retry_interval)
 
 
 async def declare_jobs_queue(

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from warren import lifecycle, telemetry
-from warren.settings import configure_logging
-
 from consumer.settings import ConsumerSettings
 from consumer.worker import Worker
+from warren import lifecycle, telemetry
+from warren.settings import configure_logging
 
 log = logging.getLogger("consumer")
 

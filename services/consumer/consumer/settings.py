@@ -6,6 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import NoDecode
+
 from warren.settings import WarrenSettings
 
 

@@ -30,6 +30,10 @@ from aio_pika.abc import (
 from aiormq.abc import DeliveredMessage
 from opentelemetry import trace
 from pydantic import TypeAdapter, ValidationError
+
+from consumer import handlers
+from consumer.reporting import RecordBatcher, RecordSampler
+from consumer.settings import ConsumerSettings
 from warren import amqp, telemetry
 from warren.contracts import (
     CONTROL_ALL_CONSUMERS,
@@ -47,10 +51,6 @@ from warren.contracts import (
     records_key,
 )
 from warren.lifecycle import cancel_and_wait, close_quietly, touch_health_file
-
-from consumer import handlers
-from consumer.reporting import RecordBatcher, RecordSampler
-from consumer.settings import ConsumerSettings
 
 log = logging.getLogger(__name__)
 
@@ -130,10 +130,9 @@ class Worker:
         self.connection = await amqp.connect(
             s.amqp, service="consumer", replica=self.replica, stop=stop
         )
-        self._publish_channel = await self.connection.channel(
-            publisher_confirms=True, on_return_raises=False
+        self._publish_channel, self._exchanges = await amqp.ensure_exchanges(
+            self.connection, self.topology
         )
-        self._exchanges = await amqp.declare_exchanges(self._publish_channel, self.topology)
         control_channel = await self.connection.channel()
         self._control_queue = await control_channel.declare_queue(
             self.topology.control_queue(self.replica), exclusive=True, auto_delete=True

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from warren import lifecycle, telemetry
-from warren.settings import configure_logging
-
 from producer.service import ProducerService
 from producer.settings import ProducerSettings
+from warren import lifecycle, telemetry
+from warren.settings import configure_logging
 
 log = logging.getLogger("producer")
 

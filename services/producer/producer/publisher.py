@@ -26,6 +26,7 @@ from aiormq.abc import DeliveredMessage
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from pydantic import JsonValue
+
 from warren.amqp import CONNECTION_ERRORS
 from warren.contracts import JobProgress, JobStatus, PublishJob
 

@@ -16,6 +16,9 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 from pydantic import TypeAdapter, ValidationError
+
+from producer.publisher import JobState, Publisher
+from producer.settings import ProducerSettings
 from warren import amqp, telemetry
 from warren.contracts import (
     CONTROL_ALL_PRODUCERS,
@@ -31,9 +34,6 @@ from warren.contracts import (
     job_key,
 )
 from warren.lifecycle import cancel_and_wait, close_quietly, touch_health_file
-
-from producer.publisher import JobState, Publisher
-from producer.settings import ProducerSettings
 
 log = logging.getLogger(__name__)
 
