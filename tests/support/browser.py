@@ -37,13 +37,17 @@ def screenshot_path(name: str) -> Path:
     return SCREENSHOT_DIR / (safe if safe.endswith(".png") else f"{safe}.png")
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: while sync Playwright is up, its event loop counts as running
+# on the main thread, and every pytest-asyncio test after it fails with "Runner.run() cannot
+# be called from a running event loop". Tearing it down per module keeps async tests in other
+# modules working; a module must not mix async tests with these fixtures.
+@pytest.fixture(scope="module")
 def playwright_sync() -> Iterator[Playwright]:
     with sync_playwright() as pw:
         yield pw
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium_browser(playwright_sync: Playwright) -> Iterator[Browser]:
     browser = playwright_sync.chromium.launch(
         executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, timeout=30_000
