@@ -147,14 +147,52 @@ def test_batch_progress_reaches_the_end(page: Page, stack: Stack) -> None:
     assert rows.count() <= 500
     page.screenshot(path=str(screenshot_path("live-messages")))
 
-    # The rates chart has samples by now; this is the picture the README shows.
+    assert not page.console_errors  # type: ignore[attr-defined]
+
+
+def test_rates_chart_and_cancel_a_running_batch(page: Page, stack: Stack) -> None:
+    queue = unique("load")
+    open_console(page, stack)
+    create_queue(page, queue)
+    start_consumer(page, queue, prefetch=100)
+
+    fill_publish(page, queue, '{"n": "{seq}", "at": "{now}"}')
+    page.get_by_test_id("batch-count").fill("500000")
+    page.get_by_test_id("batch-concurrency").fill("20")
+    page.get_by_test_id("batch-template").check()
+    page.get_by_test_id("batch-start").click()
+    expect(page.get_by_test_id("batch-status")).to_have_text("running", timeout=LIVE_TIMEOUT_MS)
+
+    # The chart fills while the batch runs; this is the picture the README shows.
     goto(page, "overview")
-    expect(page.get_by_test_id("rate-published")).not_to_have_text("0", timeout=LIVE_TIMEOUT_MS)
-    page.wait_for_timeout(1500)  # let the chart draw a few more frames for the picture
+    page.wait_for_function(
+        "() => Number(document.getElementById('rates-chart').dataset.active || 0) >= 15",
+        timeout=60_000,
+    )
     shot = screenshot_path("overview")
     page.screenshot(path=str(shot), full_page=True)
     DOCS_SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(shot, DOCS_SCREENSHOT)
+
+    goto(page, "publish")
+    page.get_by_test_id("batch-cancel").click()
+    expect(page.get_by_test_id("batch-status")).to_have_text("cancelled", timeout=LIVE_TIMEOUT_MS)
+    confirmed = page.get_by_test_id("batch-progress").evaluate("el => el.value")
+    assert 0 < confirmed < 500_000
+    expect(page.get_by_test_id("batch-cancel")).to_be_disabled()
+    page.screenshot(path=str(screenshot_path("batch-cancelled")), full_page=True)
+
+    # Stop consuming and delete the queue, both with confirmation.
+    goto(page, "consumers")
+    row = page.locator(f'[data-testid="consumption-row"][data-queue="{queue}"]')
+    row.get_by_test_id("consumer-stop").click()
+    page.get_by_test_id("confirm-ok").click()
+    expect(row).to_have_count(0)
+    goto(page, "queues")
+    queue_row(page, queue).get_by_test_id("queue-delete").click()
+    expect(page.get_by_test_id("confirm-dialog")).to_be_visible()
+    page.get_by_test_id("confirm-ok").click()
+    expect(queue_row(page, queue)).to_have_count(0, timeout=LIVE_TIMEOUT_MS)
     assert not page.console_errors  # type: ignore[attr-defined]
 
 

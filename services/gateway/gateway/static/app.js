@@ -1329,12 +1329,15 @@ function renderRates() {
   const plotW = width - pad.left - pad.right;
   const plotH = height - pad.top - pad.bottom;
   const now = Date.now();
-  const t0 = now - RATE_WINDOW_MS;
+  // The window grows with the history (30 s to 2 min), so a fresh page is not a flat line.
+  const first = state.rates.length ? state.rates[0].t : now;
+  const span = Math.min(RATE_WINDOW_MS, Math.max(30_000, now - first + 2000));
+  const t0 = now - span;
   const points = state.rates.filter((p) => p.t >= t0 - 2000);
   let max = 0;
   for (const p of points) for (const s of SERIES) max = Math.max(max, p[s.key]);
   const yMax = niceCeil(max * 1.1);
-  const x = (t) => pad.left + ((t - t0) / RATE_WINDOW_MS) * plotW;
+  const x = (t) => pad.left + ((t - t0) / span) * plotW;
   const y = (v) => pad.top + plotH - (v / yMax) * plotH;
 
   ctx.font = "11px system-ui, sans-serif";
@@ -1354,7 +1357,9 @@ function renderRates() {
   }
   ctx.textAlign = "center";
   ctx.textBaseline = "top";
-  for (let s = 120; s >= 0; s -= 30) {
+  const spanS = span / 1000;
+  const step = [5, 10, 15, 30].find((st) => spanS / st <= 6) || 30;
+  for (let s = 0; s <= spanS - step / 2; s += step) {
     ctx.fillText(s === 0 ? "now" : `-${s}s`, x(now - s * 1000), pad.top + plotH + 6);
   }
   // Exposed for tests and curious people: how many samples the chart holds, how many non-zero.
