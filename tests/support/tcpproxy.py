@@ -100,7 +100,7 @@ class TcpProxy:
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._tasks.add(task)  # type: ignore[arg-type]
+        self._tasks.add(task)
         self.accepted += 1
         self._writers.add(client_w)
         upstream_w: asyncio.StreamWriter | None = None
@@ -108,15 +108,16 @@ class TcpProxy:
             # A partitioned network does not carry the upstream handshake either.
             await self._flowing.wait()
             try:
-                upstream_r, upstream_w = await asyncio.wait_for(
+                upstream_r, upstream = await asyncio.wait_for(
                     asyncio.open_connection(self.target_host, self.target_port), timeout=10
                 )
             except (OSError, TimeoutError):
                 client_w.transport.abort()
                 return
-            self._writers.add(upstream_w)
+            upstream_w = upstream
+            self._writers.add(upstream)
             pipes = [
-                asyncio.create_task(self._pipe(client_r, upstream_w)),
+                asyncio.create_task(self._pipe(client_r, upstream)),
                 asyncio.create_task(self._pipe(upstream_r, client_w)),
             ]
             try:
@@ -131,7 +132,7 @@ class TcpProxy:
                 if writer is not None:
                     self._writers.discard(writer)
                     writer.transport.abort()
-            self._tasks.discard(task)  # type: ignore[arg-type]
+            self._tasks.discard(task)
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
