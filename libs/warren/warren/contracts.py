@@ -162,6 +162,11 @@ class JobProgress(Contract):
     nacked: int = 0
     failed: int = 0
     retried: int = Field(default=0, description="Publishes retried after a fault (may duplicate).")
+    redelivered: bool = Field(
+        default=False,
+        description="The job was redelivered (a producer died or lost its connection while "
+        "running it) and ran again from the start: earlier messages may be duplicated.",
+    )
     elapsed_s: float = 0.0
     rate: float = Field(default=0.0, description="Confirmed messages per second.")
     error: str | None = None
@@ -208,6 +213,11 @@ class ConsumedQueue(BaseModel):
     delivery_limit: int | None = None
     processed: int = 0
     in_flight: int = 0
+    scope: Literal["all", "replica"] = Field(
+        default="all",
+        description="'all': asked of every replica (the gateway relearns it after a restart); "
+        "'replica': this replica only (its configuration, or a command naming it).",
+    )
 
 
 class Counters(BaseModel):

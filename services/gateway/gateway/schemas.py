@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, model_validator
 
 from warren.contracts import MessageProperties
 
 NAME = r"^[^\x00-\x1f]{1,255}$"
+
+
+def _fits_amqp(value: str) -> str:
+    # AMQP short strings are 255 *bytes*: 255 characters of UTF-8 can be more.
+    if len(value.encode("utf-8", "surrogatepass")) > 255:
+        raise ValueError("names are at most 255 bytes in UTF-8")
+    return value
+
+
+Name = Annotated[str, Field(pattern=NAME), AfterValidator(_fits_amqp)]
+"""A queue or exchange name as the broker takes it."""
 
 
 class Request(BaseModel):
@@ -40,15 +51,18 @@ class PublishMessage(Target):
 
 
 class PublishBatch(PublishMessage):
-    count: int = Field(ge=1, description="Messages to publish.")
-    concurrency: int = Field(default=100, ge=1, description="Messages in flight at once.")
+    # Strict: "10" or true for a count is a client's mistake to report, not to guess at.
+    count: int = Field(ge=1, strict=True, description="Messages to publish.")
+    concurrency: int = Field(
+        default=100, ge=1, strict=True, description="Messages in flight at once."
+    )
     template: bool = Field(
         default=True, description="Replace {seq}, {uuid} and {now} in the body's strings."
     )
 
 
 class QueueCreate(Request):
-    name: str = Field(pattern=NAME)
+    name: Name
     durable: bool = True
     type: Literal["classic", "quorum"] = "classic"
     dead_letter: bool = Field(default=False, description="Give the queue a '<name>.dlq'.")
@@ -66,7 +80,7 @@ class QueueCreate(Request):
 
 
 class ExchangeCreate(Request):
-    name: str = Field(pattern=NAME)
+    name: Name
     type: Literal["direct", "topic", "fanout", "headers"] = "direct"
     durable: bool = True
     auto_delete: bool = False
@@ -79,14 +93,28 @@ class ExchangeCreate(Request):
 
 
 class BindingCreate(Request):
-    queue: str = Field(pattern=NAME)
-    exchange: str = Field(pattern=NAME)
-    routing_key: str = Field(default="", max_length=255)
-    arguments: dict[str, str | int | bool] = Field(default_factory=dict, max_length=32)
+    queue: Name
+    exchange: Name
+    routing_key: Annotated[str, Field(max_length=255), AfterValidator(_fits_amqp)] = ""
+    arguments: dict[
+        Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_fits_amqp)],
+        Annotated[str, Field(max_length=255)] | Annotated[int, Field(ge=-(2**63), lt=2**63)] | bool,
+    ] = Field(
+        default_factory=dict,
+        max_length=32,
+        description="Headers-exchange match arguments, e.g. {'x-match': 'all', 'kind': 'a'}.",
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> BindingCreate:
+        match = self.arguments.get("x-match")
+        if match is not None and match not in ("all", "any", "all-with-x", "any-with-x"):
+            raise ValueError("arguments.x-match must be 'all', 'any', 'all-with-x' or 'any-with-x'")
+        return self
 
 
 class ConsumerStart(Request):
-    queue: str = Field(pattern=NAME)
+    queue: Name
     prefetch: int = Field(default=10, ge=1, le=65535)
     delivery_limit: int | None = Field(default=None, ge=1, le=1000)
     replica: str | None = Field(default=None, max_length=255, description="Only this replica.")

@@ -14,7 +14,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +25,6 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnec
 from aiormq.abc import DeliveredMessage
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from pydantic import JsonValue
 
 from warren.amqp import CONNECTION_ERRORS
 from warren.contracts import JobProgress, JobStatus, PublishJob
@@ -60,6 +59,7 @@ class JobState:
     message_id: str | None = None
     trace_id: str | None = None
     cancelled: bool = False
+    redelivered: bool = False
 
     def progress(self, *, final: bool = False) -> JobProgress:
         elapsed = time.monotonic() - self.started
@@ -76,6 +76,7 @@ class JobState:
             nacked=self.nacked,
             failed=self.failed,
             retried=self.retried,
+            redelivered=self.redelivered,
             elapsed_s=round(elapsed, 4),
             rate=round(self.confirmed / elapsed, 1) if elapsed > 0 else 0.0,
             error=self.error,
@@ -87,40 +88,42 @@ class JobState:
         )
 
 
-def _render(value: JsonValue, seq: int) -> JsonValue:
-    """Fill ``{seq}``, ``{uuid}`` and ``{now}`` into every string of a body template."""
-    if isinstance(value, str):
-        if "{" not in value:
-            return value
-        return (
-            value.replace("{seq}", str(seq))
-            .replace("{uuid}", uuid.uuid4().hex)
-            .replace("{now}", datetime.now(UTC).isoformat())
-        )
-    if isinstance(value, list):
-        return [_render(v, seq) for v in value]
-    if isinstance(value, dict):
-        return {k: _render(v, seq) for k, v in value.items()}
-    return value
+_PLACEHOLDERS = ("{seq}", "{uuid}", "{now}")
 
 
 class MessageFactory:
-    """Builds the job's messages one at a time, so that a million never sit in memory."""
+    """Builds the job's messages one at a time, so that a million never sit in memory.
+
+    The body is encoded once. A templated body is encoded once too, as text with its
+    placeholders still in it, and each message only substitutes them (a placeholder never
+    needs JSON escaping: digits, hex and an ISO timestamp).
+    """
 
     def __init__(self, job: PublishJob) -> None:
         self.job = job
         props = job.properties
-        self._text = job.body_is_text
-        self._content_type = props.content_type or (
-            "text/plain" if self._text else "application/json"
-        )
-        self._static_body = None if job.template else self._encode(job.body)
+        text = job.body_is_text
+        if text:
+            encoded = str(job.body if job.body is not None else "")
+        else:
+            encoded = json.dumps(job.body, separators=(",", ":"), ensure_ascii=False)
+        self._template: str | None = None
+        self._static_body = encoded.encode()
+        if job.template and any(p in encoded for p in _PLACEHOLDERS):
+            self._template = encoded
+            self._needs = tuple(p in encoded for p in _PLACEHOLDERS)
+        self._headers: dict[str, Any] = {**props.headers, "x-warren-job": job.job_id}
+        self._id_base = props.message_id or job.job_id
+        self._stamp = props.timestamp
+        # aio-pika turns seconds into whole milliseconds by truncation; the half millisecond
+        # keeps a float like 1234.567 from becoming 1234566.
+        expiration = (props.expiration + 0.5) / 1000 if props.expiration is not None else None
         self._kwargs: dict[str, Any] = {
-            "content_type": self._content_type,
-            "content_encoding": props.content_encoding or ("utf-8" if self._text else None),
+            "content_type": props.content_type or ("text/plain" if text else "application/json"),
+            "content_encoding": props.content_encoding or ("utf-8" if text else None),
             "delivery_mode": aio_pika.DeliveryMode(props.delivery_mode),
             "priority": props.priority,
-            "expiration": props.expiration / 1000 if props.expiration is not None else None,
+            "expiration": expiration,
             "correlation_id": props.correlation_id,
             "reply_to": props.reply_to,
             "type": props.type,
@@ -128,38 +131,41 @@ class MessageFactory:
             "user_id": props.user_id,
         }
 
-    def _encode(self, body: JsonValue) -> bytes:
-        if self._text:
-            return str(body if body is not None else "").encode()
-        return json.dumps(body, separators=(",", ":")).encode()
+    @property
+    def templated(self) -> bool:
+        return self._template is not None
+
+    def _fill(self, seq: int) -> bytes:
+        assert self._template is not None
+        text = self._template
+        seq_, uuid_, now_ = self._needs
+        if seq_:
+            text = text.replace("{seq}", str(seq))
+        if uuid_:
+            text = text.replace("{uuid}", uuid.uuid4().hex)
+        if now_:
+            text = text.replace("{now}", datetime.now(UTC).isoformat())
+        return text.encode()
 
     def message_id(self, seq: int) -> str:
-        base = self.job.properties.message_id
         if not self.job.batch:
-            return base or self.job.job_id
-        return f"{base or self.job.job_id}-{seq}"
+            return self._id_base
+        return f"{self._id_base}-{seq}"
 
     def build(self, seq: int) -> aio_pika.Message:
-        body = self._static_body
-        if body is None:
-            body = self._encode(_render(self.job.body, seq))
-        headers: dict[str, Any] = dict(self.job.properties.headers)
+        body = self._static_body if self._template is None else self._fill(seq)
+        headers = self._headers.copy()
         if self.job.batch:
             headers["x-warren-seq"] = seq
-        headers["x-warren-job"] = self.job.job_id
         # Millisecond publish time: the AMQP timestamp has whole seconds only.
         headers["x-warren-published-at"] = time.time() * 1000
         return aio_pika.Message(
             body,
             message_id=self.message_id(seq),
-            timestamp=datetime.now(UTC) if self.job.properties.timestamp else None,
+            timestamp=datetime.now(UTC) if self._stamp else None,
             headers=headers,
             **self._kwargs,
         )
-
-
-def _sequence(count: int) -> Iterator[int]:
-    yield from range(count)
 
 
 class Publisher:
@@ -236,7 +242,10 @@ class Publisher:
             exchange = await self._target(channel, job)
             if on_start is not None:
                 await on_start()
-            sequence = _sequence(job.count)
+            # One shared iterator and a fixed number of workers: the in-flight window is
+            # bounded, no task is created per message, and a message exists only from the
+            # moment a worker takes its number until the broker answers.
+            sequence = iter(range(job.count))
             window = min(job.concurrency, job.count)
 
             async def worker() -> None:
@@ -244,12 +253,12 @@ class Publisher:
                     if state.cancelled:
                         return
                     message = factory.build(seq)
-                    if not job.batch or self._traced(seq) or quiet_ctx is None:
-                        await self._publish(state, exchange, message)
+                    if not job.batch or quiet_ctx is None or self._traced(seq):
+                        await self._publish(state, channel, exchange, message)
                     else:
                         token = otel_context.attach(quiet_ctx)
                         try:
-                            await self._publish(state, exchange, message)
+                            await self._publish(state, channel, exchange, message)
                         finally:
                             otel_context.detach(token)
 
@@ -266,70 +275,100 @@ class Publisher:
         finally:
             if not channel.is_closed:
                 try:
-                    await channel.close()
+                    await asyncio.wait_for(channel.close(), 5)
                 except Exception as exc:  # the job's outcome is already known
                     log.debug("Closing job channel failed: %s", exc)
         if state.status == "running":
             state.status = "cancelled" if state.cancelled else "done"
             if not job.batch and state.confirmed != 1 and state.error is None:
-                state.status = "failed"
+                state.status, state.error, state.error_kind = "failed", "not confirmed", "other"
 
     async def _publish(
-        self, state: JobState, exchange: AbstractExchange, message: aio_pika.Message
+        self,
+        state: JobState,
+        channel: AbstractChannel,
+        exchange: AbstractExchange,
+        message: aio_pika.Message,
     ) -> None:
-        """Publish one message until the broker answers; count what it answered."""
+        """Publish one message until the broker answers it; count what it answered.
+
+        Only a ``Basic.Ack`` counts as confirmed. When the connection or channel is lost, the
+        outcome of a pending publish is unknown: the same message (same message id) is sent
+        again once the robust connection *and* this job's channel are restored, and counted
+        once as retried (a possible duplicate).
+        """
         job = state.job
         routing_key = job.routing_key
         outage_started: float | None = None
+        retried = False
         while True:
             try:
                 result = await exchange.publish(
                     message, routing_key, mandatory=True, timeout=self._timeout
                 )
             except aio_pika.exceptions.DeliveryError:
+                state.published += 1
                 state.nacked += 1
                 self._fail_single(state, "nacked", "the broker refused the message (nack)")
                 return
             except aiormq.exceptions.ChannelNotFoundEntity as exc:
                 raise JobFailed("not_found", f"exchange {job.exchange!r} does not exist") from exc
-            except (TimeoutError, asyncio.CancelledError) as exc:
-                # aiormq's own timeout surfaces as CancelledError; only a cancel of *this* task
-                # is a real cancellation.
+            except TimeoutError as exc:
+                raise self._timed_out(state) from exc
+            except asyncio.CancelledError as exc:
                 task = asyncio.current_task()
-                if isinstance(exc, asyncio.CancelledError) and task and task.cancelling():
-                    raise
+                if task is not None and task.cancelling():
+                    raise  # a real cancellation of this worker
+                # aiormq cancels a pending publish from inside when its own timeout fires or
+                # when the channel goes away under it: which one decides what it means.
+                if self._usable(channel):
+                    raise self._timed_out(state) from exc
+                error: BaseException = exc
+            except CONNECTION_ERRORS as exc:
+                error = exc
+            else:
+                state.published += 1
+                if isinstance(result, DeliveredMessage):
+                    state.returned += 1
+                    self._fail_single(
+                        state,
+                        "unroutable",
+                        f"no queue bound for exchange {job.exchange or '(default)'!r} "
+                        f"routing key {routing_key!r}: message returned",
+                    )
+                else:
+                    state.confirmed += 1
+                return
+            # The connection or channel is gone: wait until both are back, then resend.
+            now = time.monotonic()
+            outage_started = outage_started or now
+            remaining = self._retry_deadline - (now - outage_started)
+            if state.cancelled:
+                return
+            if remaining <= 0 or not await self._wait_restored(channel, remaining):
                 state.failed += 1
                 raise JobFailed(
-                    "timeout",
-                    f"publish not confirmed within {self._timeout:g} s "
-                    "(broker blocked by a resource alarm, or the network is partitioned)",
-                ) from exc
-            except CONNECTION_ERRORS as exc:
-                now = time.monotonic()
-                outage_started = outage_started or now
-                if now - outage_started > self._retry_deadline:
-                    state.failed += 1
-                    raise JobFailed(
-                        "connection",
-                        f"broker unreachable for {self._retry_deadline:g} s: {exc!r}",
-                    ) from exc
-                if state.cancelled:
-                    return
+                    "connection",
+                    f"broker unreachable for {self._retry_deadline:g} s: {error!r}",
+                ) from error
+            if not retried:
+                retried = True
                 state.retried += 1
-                await self._wait_connected()
-                continue
-            state.published += 1
-            if isinstance(result, DeliveredMessage):
-                state.returned += 1
-                self._fail_single(
-                    state,
-                    "unroutable",
-                    f"no queue bound for exchange {job.exchange or '(default)'!r} "
-                    f"routing key {routing_key!r}: message returned",
-                )
-            else:
-                state.confirmed += 1
-            return
+
+    def _timed_out(self, state: JobState) -> JobFailed:
+        state.failed += 1
+        return JobFailed(
+            "timeout",
+            f"publish not confirmed within {self._timeout:g} s "
+            "(broker blocked by a resource alarm, or the network is partitioned)",
+        )
+
+    def _usable(self, channel: AbstractChannel) -> bool:
+        return (
+            self._connection.connected.is_set()
+            and not self._connection.is_closed
+            and not channel.is_closed
+        )
 
     @staticmethod
     def _fail_single(state: JobState, kind: str, error: str) -> None:
@@ -338,11 +377,18 @@ class Publisher:
         elif state.error is None:
             state.error, state.error_kind = error, kind
 
-    async def _wait_connected(self) -> None:
-        """Wait (bounded by one reconnect interval or so) for the robust connection."""
+    async def _wait_restored(self, channel: AbstractChannel, timeout: float) -> bool:
+        """Wait until the robust connection and this channel are restored (False: gave up)."""
+        ready = getattr(channel, "ready", None)  # RobustChannel: connection up + reopened
         try:
-            await asyncio.wait_for(self._connection.connected.wait(), timeout=5)
+            if ready is not None:
+                await asyncio.wait_for(ready(), timeout)
+            else:
+                await asyncio.wait_for(self._connection.ready(), timeout)
         except TimeoutError:
-            return
-        # The channels are restored right after the connection; give them a moment.
-        await asyncio.sleep(0.05)
+            return False
+        # ready() can return just before the connection is seen to drop again; a short pause
+        # keeps a burst of workers from spinning on a channel that is closing once more.
+        if not self._usable(channel):
+            await asyncio.sleep(0.05)
+        return True

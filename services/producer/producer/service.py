@@ -127,15 +127,26 @@ class ProducerService:
             return
         if message.redelivered:
             log.warning("Job %s redelivered: running it again (duplicates possible)", job.job_id)
-        task = asyncio.create_task(self._run_job(job, message), name=f"job-{job.job_id}")
+        if job.job_id in self._running:
+            # The broker redelivered a job this replica is still running (its channel was
+            # restored after a drop): the running copy reports; drop this one.
+            log.warning("Job %s is already running here; dropping the redelivered copy", job.job_id)
+            await message.ack()
+            return
+        task = asyncio.create_task(
+            self._run_job(job, message, redelivered=bool(message.redelivered)),
+            name=f"job-{job.job_id}",
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         # Wait here so that the consumer span (and its trace context) covers the whole job.
         await asyncio.shield(task)
 
-    async def _run_job(self, job: PublishJob, message: AbstractIncomingMessage) -> None:
+    async def _run_job(
+        self, job: PublishJob, message: AbstractIncomingMessage, *, redelivered: bool
+    ) -> None:
         assert self._publisher is not None
-        state = JobState(job=job, producer=self.replica)
+        state = JobState(job=job, producer=self.replica, redelivered=redelivered)
         self._running[job.job_id] = state
         self._counters["jobs"] += 1
         reporter: asyncio.Task[None] | None = None
@@ -173,10 +184,16 @@ class ProducerService:
             log.warning("Could not ack job %s: %s", job.job_id, exc)
 
     async def _report_progress(self, state: JobState) -> None:
+        """Report on a fixed grid, so a slow confirm of one report does not stretch the gap."""
         interval = self.settings.producer.progress_interval
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
         while True:
             await self._send_progress(state.progress())
-            await asyncio.sleep(interval)
+            next_at += interval
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            if next_at < loop.time() - interval:
+                next_at = loop.time()
 
     async def _send_progress(self, progress: JobProgress) -> None:
         if self._exchanges is None:

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from gateway import keys
 from gateway.api.common import limit_param, state_of
+from gateway.broker import BrokerUnavailable, PublishTimeout
 from gateway.errors import HTTPError, read_json
 from gateway.schemas import (
     PublishBatch,
@@ -42,24 +43,57 @@ def _job(spec: PublishMessage, *, batch: PublishBatch | None) -> PublishJob:
     )
 
 
-def _idempotent(request: web.Request, raw: bytes, job_id: str) -> str | None:
-    """The job id of an earlier request with the same Idempotency-Key (409 if it differs)."""
+def _idempotent(request: web.Request, raw: Any, job_id: str) -> tuple[str | None, str | None]:
+    """(the job id of an earlier request with the same Idempotency-Key, the stored key).
+
+    The same key with a different request answers 409. Keys are per path, so a message and a
+    batch never share one.
+    """
     key = request.headers.get("Idempotency-Key")
     if key is None:
-        return None
+        return None, None
     if not 1 <= len(key) <= 255:
         raise HTTPError(400, "Idempotency-Key must be 1 to 255 characters", field="Idempotency-Key")
-    earlier = state_of(request).remember_key(f"{request.path}:{key}", fingerprint(raw), job_id)
+    stored = f"{request.path}:{key}"
+    digest = fingerprint(json.dumps(raw, sort_keys=True, separators=(",", ":")).encode())
+    earlier = state_of(request).remember_key(stored, digest, job_id)
     if earlier is None:
-        return None
-    if earlier[0] != fingerprint(raw):
+        return None, stored
+    if earlier[0] != digest:
         raise HTTPError(
             409,
             "Idempotency-Key reused with a different request",
             field="Idempotency-Key",
             job_id=earlier[1],
         )
-    return earlier[1]
+    return earlier[1], stored
+
+
+async def _send(request: web.Request, job: PublishJob, key: str | None) -> web.Response | None:
+    """Hand the job to the producers; on failure, the answer (saying whether it may run)."""
+    state = state_of(request)
+    try:
+        await request.app[keys.BROKER].send_job(job)
+    except BrokerUnavailable:
+        # Nothing reached the broker: forget the job and the key, so that a retry sends it.
+        state.jobs.pop(job.job_id, None)
+        if key is not None:
+            state.idempotency.pop(key, None)
+        raise
+    except PublishTimeout as exc:
+        # The job is written to the socket of a blocked broker: it may still run when the
+        # broker unblocks. Keep it (and its key) so the client can follow it, not resend it.
+        return web.json_response(
+            {
+                "status": "unconfirmed",
+                "job_id": job.job_id,
+                "error": f"{exc}; the job may still run once the broker recovers: "
+                f"see GET /api/batches/{job.job_id}",
+            },
+            status=503,
+            headers={"Retry-After": "5", "Location": f"/api/batches/{job.job_id}"},
+        )
+    return None
 
 
 _STATUS_FOR_ERROR = {
@@ -99,36 +133,40 @@ def _message_response(progress: JobProgress, state: State) -> web.Response:
 
 @routes.post("/api/messages")
 async def publish_message(request: web.Request) -> web.Response:
+    loop = asyncio.get_running_loop()
+    settings = request.app[keys.SETTINGS]
+    # One deadline for the whole request: a blocked broker must not cost it twice.
+    deadline = loop.time() + settings.amqp.publish_timeout + 1
     raw_json = await read_json(request)
     spec = PublishMessage.model_validate(raw_json)
-    state, broker, settings = (
-        state_of(request),
-        request.app[keys.BROKER],
-        request.app[keys.SETTINGS],
-    )
+    state = state_of(request)
     job = _job(spec, batch=None)
-    earlier = _idempotent(request, json.dumps(raw_json, sort_keys=True).encode(), job.job_id)
+    earlier, key = _idempotent(request, raw_json, job.job_id)
+    entry = state.jobs.get(earlier) if earlier is not None else None
     if earlier is not None:
         job = job.model_copy(update={"job_id": earlier})
-        entry = state.jobs.get(earlier)
-    else:
-        entry = None
+        if entry is None:  # forgotten since: it ran (or is queued); don't publish it twice
+            return web.json_response(
+                {"status": "pending", "job_id": earlier, "error": "job no longer tracked"},
+                status=504,
+            )
     if entry is None:
         entry = state.add_job(_queued(job, request))
-        if earlier is None:
-            await broker.send_job(job)
-    timeout = settings.amqp.publish_timeout + 1
+        if (failed := await _send(request, job, key)) is not None:
+            return failed
     try:
-        await asyncio.wait_for(entry.done.wait(), timeout)
+        await asyncio.wait_for(entry.done.wait(), max(0.0, deadline - loop.time()))
     except TimeoutError:
         return web.json_response(
             {
                 "status": "pending",
                 "job_id": job.job_id,
-                "error": f"no confirmation from a producer within {timeout:g} s; "
-                "the job stays queued: see GET /api/batches/" + job.job_id,
+                "error": f"no confirmation from a producer within "
+                f"{settings.amqp.publish_timeout + 1:g} s; the job stays queued and runs when a "
+                f"producer takes it: see GET /api/batches/{job.job_id}",
             },
             status=504,
+            headers={"Location": f"/api/batches/{job.job_id}"},
         )
     return _message_response(entry.progress, state)
 
@@ -160,15 +198,18 @@ async def publish_batch(request: web.Request) -> web.Response:
         )
     state = state_of(request)
     job = _job(spec, batch=spec)
-    earlier = _idempotent(request, json.dumps(raw_json, sort_keys=True).encode(), job.job_id)
+    earlier, key = _idempotent(request, raw_json, job.job_id)
     if earlier is not None:
         entry = state.jobs.get(earlier)
         progress = entry.progress if entry else None
         return web.json_response(
-            {"job_id": earlier, "status": progress.status if progress else "queued"}, status=202
+            {"job_id": earlier, "status": progress.status if progress else "queued"},
+            status=202,
+            headers={"Location": f"/api/batches/{earlier}"},
         )
     state.add_job(_queued(job, request))
-    await request.app[keys.BROKER].send_job(job)
+    if (failed := await _send(request, job, key)) is not None:
+        return failed
     return web.json_response(
         {"job_id": job.job_id, "status": "queued", "trace_id": telemetry.current_trace_id()},
         status=202,
