@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
@@ -15,10 +16,26 @@ from warren.settings import configure_logging
 log = logging.getLogger("gateway")
 
 
+class AccessLogger(AbstractAccessLogger):
+    """Method, path, status and time: never the query string (the event stream's ?token=)."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            "%s %s %s %d %.1f ms",
+            request.remote,
+            request.method,
+            request.path[:300],
+            response.status,
+            time * 1000,
+        )
+
+
 async def serve(settings: GatewaySettings) -> None:
     status = telemetry.setup("gateway", aiohttp_server=True)
     app = create_app(settings, telemetry=status)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=3)
+    runner = web.AppRunner(
+        app, handle_signals=False, shutdown_timeout=3, access_log_class=AccessLogger
+    )
     await runner.setup()
     site = web.TCPSite(runner, settings.gateway.host, settings.gateway.port)
     await site.start()

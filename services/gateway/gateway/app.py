@@ -11,9 +11,9 @@ from pathlib import Path
 
 from aiohttp import WSCloseCode, web
 
-from gateway import api, keys
+from gateway import api, keys, openapi
 from gateway.broker import GatewayBroker
-from gateway.errors import auth_middleware, errors_middleware, security_headers
+from gateway.errors import auth_middleware, errors_middleware, input_middleware, security_headers
 from gateway.management import Management
 from gateway.settings import GatewaySettings
 from gateway.state import State
@@ -84,7 +84,7 @@ def create_app(
     settings: GatewaySettings, *, telemetry: TelemetryStatus | None = None
 ) -> web.Application:
     app = web.Application(
-        middlewares=[security_headers, errors_middleware, auth_middleware],
+        middlewares=[security_headers, errors_middleware, auth_middleware, input_middleware],
         client_max_size=settings.gateway.max_body_bytes,
     )
     state = State(
@@ -106,6 +106,7 @@ def create_app(
     app[keys.SOCKETS] = weakref.WeakSet()
     app.cleanup_ctx.extend([management_ctx, broker_ctx, stats_ctx, sockets_ctx])
     api.add_routes(app)
+    openapi.setup(app)
     app.router.add_get("/", index)
     app.router.add_static("/static/", STATIC, append_version=True)
     return app

@@ -54,6 +54,39 @@ def validation_error(exc: ValidationError) -> web.Response:
     return error(422, message, field=first["field"] or None, details=details)
 
 
+_JSON_TYPES = ("application/json",)
+_MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _is_json(ctype: str) -> bool:
+    return ctype in _JSON_TYPES or (ctype.startswith("application/") and ctype.endswith("+json"))
+
+
+@web.middleware
+async def input_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Runs after the token check, so an unauthenticated client learns nothing but 401."""
+    check_request(request)
+    return await handler(request)
+
+
+def check_request(request: web.Request) -> None:
+    """Refuse before any handler runs: an announced body over the limit (413, without reading
+    it: a lying Content-Length must not make us wait for bytes that never come), and a non-JSON
+    body on a mutating call (415: also what stops a cross-site form post, which can only send
+    form or text content types, even to endpoints that ignore their body)."""
+    if not request.path.startswith("/api/"):
+        return
+    limit = request.app[keys.SETTINGS].gateway.max_body_bytes
+    length = request.content_length
+    if length is not None and length > limit:
+        raise HTTPError(413, f"request body over {limit} bytes", limit=limit)
+    if request.method in _MUTATING:
+        has_body = bool(length) or "chunked" in request.headers.get("Transfer-Encoding", "")
+        ctype = request.content_type if "Content-Type" in request.headers else ""
+        if (ctype or has_body) and not _is_json(ctype):
+            raise HTTPError(415, f"expected Content-Type application/json, got {ctype or 'none'!r}")
+
+
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -67,13 +100,26 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except PublishTimeout as exc:
         return error(503, str(exc), headers={"Retry-After": "5"})
     except web.HTTPRequestEntityTooLarge:
-        return error(
-            413, f"request body over {request.app[keys.SETTINGS].gateway.max_body_bytes} bytes"
-        )
+        limit = request.app[keys.SETTINGS].gateway.max_body_bytes
+        return error(413, f"request body over {limit} bytes", limit=limit)
     except web.HTTPException as exc:
         if exc.status >= 400 and request.path.startswith("/api"):
-            return error(exc.status, exc.reason)
+            headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+            return error(exc.status, _reason(request, exc), headers=headers)
         raise
+    except Exception:
+        # A bug of ours, not the client's: logged with its traceback, answered as JSON without
+        # details (they could carry internals).
+        log.exception("Unhandled error on %s %s", request.method, request.path[:200])
+        return error(500, "internal error: see the gateway log")
+
+
+def _reason(request: web.Request, exc: web.HTTPException) -> str:
+    if exc.status == 404:
+        return f"no such API path: {request.method} {request.path[:200]}"
+    if exc.status == 405:
+        return f"method {request.method} not allowed on {request.path[:200]}"
+    return exc.reason
 
 
 @web.middleware
@@ -83,8 +129,13 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     expected = token.get_secret_value()
     given = request.headers.get("Authorization", "")
-    presented = given[7:] if given.startswith("Bearer ") else request.query.get("token", "")
-    if not presented or not hmac.compare_digest(presented.encode(), expected.encode()):
+    presented = given[7:] if given.startswith("Bearer ") else ""
+    if not presented and request.path == "/api/events":
+        # Browsers cannot set headers on a WebSocket: the event stream alone takes ?token=.
+        presented = request.query.get("token", "")
+    if not presented or not hmac.compare_digest(
+        presented.encode("utf-8", "surrogateescape"), expected.encode()
+    ):
         return error(401, "missing or wrong token", headers={"WWW-Authenticate": "Bearer"})
     return await handler(request)
 
@@ -105,7 +156,7 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
 async def read_json(request: web.Request) -> Any:
     """The request's JSON body; 415 unless it says it is JSON, 400 if it is not."""
     ctype = request.content_type
-    if ctype != "application/json" and not ctype.endswith("+json"):
+    if "Content-Type" not in request.headers or not _is_json(ctype):
         raise HTTPError(415, f"expected Content-Type application/json, got {ctype or 'none'!r}")
     raw = await request.read()
     if not raw:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import aiohttp
 
@@ -19,14 +19,17 @@ class Management:
 
     def __init__(self, settings: ManagementSettings, amqp: AmqpSettings) -> None:
         url = urlsplit(amqp.connection_url())
-        user = settings.username or url.username or "guest"
+        # Credentials may also sit in the management URL itself: used, then stripped, so that
+        # the base URL is safe to log and show.
+        mgmt = urlsplit(settings.url)
+        user = settings.username or unquote(mgmt.username or url.username or "") or "guest"
         password = (
             settings.password.get_secret_value()
             if settings.password is not None
-            else (url.password or "guest")
+            else (unquote(mgmt.password or "") or unquote(url.password or "") or "guest")
         )
-        self.base = settings.url.rstrip("/")
-        self.vhost = quote(url.path[1:] if url.path not in ("", "/") else "/", safe="")
+        self.base = display_url(settings.url)
+        self.vhost = quote(unquote(url.path[1:]) if url.path not in ("", "/") else "/", safe="")
         self._auth = aiohttp.BasicAuth(user, password)
         self._timeout = aiohttp.ClientTimeout(total=settings.timeout)
         self._session: aiohttp.ClientSession | None = None
@@ -77,6 +80,17 @@ class Management:
     async def exchanges(self) -> list[dict[str, Any]] | None:
         result = await self.get(f"/api/exchanges/{self.vhost}")
         return result if isinstance(result, list) else None
+
+
+def display_url(url: str) -> str:
+    """``url`` without user or password: safe for logs and responses."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", "")).rstrip("/")
 
 
 def queue_json(raw: dict[str, Any]) -> dict[str, Any]:

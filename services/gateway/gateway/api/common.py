@@ -31,3 +31,13 @@ def limit_param(
     if not 1 <= value <= cap:
         raise HTTPError(400, f"{name} must be between 1 and {cap}", field=name)
     return value
+
+
+def name_param(request: web.Request, key: str = "name") -> str:
+    """A queue or exchange name from the path: 400 unless the broker could take it."""
+    value = request.match_info[key]
+    if not value or len(value.encode("utf-8", "surrogatepass")) > 255:
+        raise HTTPError(400, f"{key} must be 1 to 255 bytes", field=key)
+    if any(ord(c) < 0x20 for c in value):
+        raise HTTPError(400, f"{key} must not contain control characters", field=key)
+    return value

@@ -10,6 +10,7 @@ from aio_pika.abc import ExchangeType
 from aiohttp import web
 
 from gateway import keys
+from gateway.api.common import name_param
 from gateway.errors import HTTPError, read_json
 from gateway.management import queue_json
 from gateway.schemas import (
@@ -49,6 +50,16 @@ async def queues_body(app: web.Application) -> dict[str, Any]:
                 continue
             queues.append(_passive_json(name, *stats))
     return {"queues": queues, "rates_available": False, "source": "amqp"}
+
+
+def _amqp_reason(exc: BaseException) -> str:
+    """The broker's reply text (``PRECONDITION_FAILED - inequivalent arg ...``), if any."""
+    args = getattr(exc, "args", ())
+    for arg in args:
+        text = getattr(arg, "reply_text", None)
+        if text:
+            return str(text)
+    return str(exc)
 
 
 def _passive_json(name: str, ready: int, consumers: int) -> dict[str, Any]:
@@ -101,15 +112,18 @@ async def create_queue(request: web.Request) -> web.Response:
             args["x-delivery-limit"] = (spec.delivery_limit or 3) + 2
     async with broker.admin_channel() as ch:
         try:
+            # The queue first: a conflict there (the usual one) leaves nothing half-done.
+            await ch.declare_queue(spec.name, durable=spec.durable, arguments=args)
             if spec.dead_letter:
                 dlq_args: dict[str, Any] = (
                     {"x-queue-type": "quorum"} if spec.type == "quorum" else {}
                 )
                 await ch.declare_queue(f"{spec.name}.dlq", durable=spec.durable, arguments=dlq_args)
-            await ch.declare_queue(spec.name, durable=spec.durable, arguments=args)
         except aiormq.exceptions.ChannelPreconditionFailed as exc:
             raise HTTPError(
-                409, f"queue {spec.name!r} exists with other settings: {exc}", field="name"
+                409,
+                f"queue {spec.name!r} exists with other settings: {_amqp_reason(exc)}",
+                field="name",
             ) from exc
         except aiormq.exceptions.ChannelAccessRefused as exc:
             raise HTTPError(
@@ -126,24 +140,25 @@ async def create_queue(request: web.Request) -> web.Response:
 
 @routes.get("/api/queues/{name}")
 async def get_queue(request: web.Request) -> web.Response:
-    return web.json_response(await _queue_detail(request, request.match_info["name"]))
+    return web.json_response(await _queue_detail(request, name_param(request)))
 
 
 @routes.delete("/api/queues/{name}")
 async def delete_queue(request: web.Request) -> web.Response:
-    name = request.match_info["name"]
+    name = name_param(request)
     broker = request.app[keys.BROKER]
     if await broker.queue_stats(name) is None:
         raise HTTPError(404, f"queue {name!r} not found", field="name")
     async with broker.admin_channel() as ch:
         result = await ch.queue_delete(name)
     request.app[keys.KNOWN_QUEUES].discard(name)
+    request.app[keys.QUEUE_LIMITS].pop(name, None)
     return web.json_response({"deleted": name, "messages": result.message_count})
 
 
 @routes.post("/api/queues/{name}/purge")
 async def purge_queue(request: web.Request) -> web.Response:
-    name = request.match_info["name"]
+    name = name_param(request)
     broker = request.app[keys.BROKER]
     if await broker.queue_stats(name) is None:
         raise HTTPError(404, f"queue {name!r} not found", field="name")

@@ -53,13 +53,16 @@ async def status(request: web.Request) -> web.Response:
                 "jaeger_url": settings.gateway.jaeger_url,
                 "management": {
                     "available": app[keys.MANAGEMENT].available,
-                    "url": settings.management.url,
+                    "url": app[keys.MANAGEMENT].base,
                 },
+                "token_required": settings.gateway.token is not None,
                 "instrumentation": tel.instrumentation,
                 "instrumentation_error": tel.error,
                 "records_sampled_out": state_of(request).sampled_out,
             },
             "replicas": state_of(request).replica_list(),
+            "rates_available": app[keys.MANAGEMENT].available,
+            "lost_after_heartbeats": settings.gateway.lost_after,
         }
     )
 
