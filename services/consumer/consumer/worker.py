@@ -14,7 +14,8 @@ import logging
 import os
 import socket
 import time
-from collections import OrderedDict
+from collections import OrderedDict, defaultdict
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -58,6 +59,9 @@ _control = TypeAdapter[Any](ControlMessage)
 
 ATTEMPT_HEADER = "x-warren-attempt"
 PUBLISHED_AT_HEADER = "x-warren-published-at"
+# A retried copy goes through the default exchange: these keep where the original came from.
+EXCHANGE_HEADER = "x-warren-exchange"
+ROUTING_KEY_HEADER = "x-warren-routing-key"
 
 
 @dataclass(eq=False)
@@ -67,6 +71,7 @@ class QueueConsumer:
     name: str
     prefetch: int
     delivery_limit: int
+    scope: Literal["all", "replica"] = "all"
     state: Literal["starting", "consuming", "waiting", "stopping"] = "starting"
     channel: AbstractChannel | None = None
     queue: AbstractQueue | None = None
@@ -85,6 +90,7 @@ class QueueConsumer:
             delivery_limit=self.delivery_limit,
             processed=self.processed,
             in_flight=self.in_flight,
+            scope=self.scope,
         )
 
 
@@ -111,6 +117,11 @@ class Worker:
         self._publish_channel: AbstractChannel | None = None
         self._control_queue: AbstractQueue | None = None
         self._seen: OrderedDict[str, None] = OrderedDict()
+        # Message ids being processed right now: a second copy waits for the first's outcome.
+        self._pending_ids: dict[str, asyncio.Event] = {}
+        # One control command at a time per queue (a stop must not overtake a start).
+        self._queue_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._ack_lost_logged = False
         self._sampler = RecordSampler(cfg.records_per_second)
         self._batcher = RecordBatcher(
             self._send_records,
@@ -140,11 +151,17 @@ class Worker:
         await self._control_queue.bind(self._exchanges.control, CONTROL_ALL_CONSUMERS)
         await self._control_queue.bind(self._exchanges.control, control_replica_key(self.replica))
         await self._control_queue.consume(self._on_control, no_ack=True)
+        self.connection.close_callbacks.add(self._on_connection_lost)
+        self.connection.reconnect_callbacks.add(self._on_reconnected)
         for name in s.consumer.queues:
-            await self.start_queue(name, prefetch=s.consumer.prefetch, delivery_limit=None)
+            # Local configuration: the gateway shows it but does not spread it to other replicas.
+            await self.start_queue(
+                name, prefetch=s.consumer.prefetch, delivery_limit=None, scope="replica"
+            )
         self._tasks = [
             asyncio.create_task(self._heartbeats(), name="heartbeats"),
             asyncio.create_task(self._batcher.run(), name="records"),
+            asyncio.create_task(self._watch(), name="watch"),
         ]
         log.info("Consumer %s ready; consuming %s", self.replica, list(self.consumers) or "nothing")
 
@@ -170,18 +187,37 @@ class Worker:
 
     # Consuming --------------------------------------------------------------------------------
 
-    async def start_queue(self, name: str, *, prefetch: int, delivery_limit: int | None) -> None:
+    async def start_queue(
+        self,
+        name: str,
+        *,
+        prefetch: int,
+        delivery_limit: int | None,
+        scope: Literal["all", "replica"] = "all",
+    ) -> None:
+        async with self._queue_locks[name]:
+            await self._start_queue(name, prefetch, delivery_limit, scope)
+
+    async def _start_queue(
+        self,
+        name: str,
+        prefetch: int,
+        delivery_limit: int | None,
+        scope: Literal["all", "replica"],
+    ) -> None:
         limit = delivery_limit or self.settings.consumer.delivery_limit
         existing = self.consumers.get(name)
         if existing is not None:
             existing.delivery_limit = limit
+            if scope == "all":
+                existing.scope = "all"
             if existing.prefetch != prefetch and existing.channel is not None:
                 existing.prefetch = prefetch
                 await existing.channel.set_qos(prefetch_count=prefetch)
                 log.info("Prefetch of %s set to %d", name, prefetch)
             return
         assert self.connection is not None
-        qc = QueueConsumer(name=name, prefetch=prefetch, delivery_limit=limit)
+        qc = QueueConsumer(name=name, prefetch=prefetch, delivery_limit=limit, scope=scope)
         qc.idle.set()
         self.consumers[name] = qc
         qc.channel = await self.connection.channel()
@@ -222,10 +258,11 @@ class Worker:
                 return
 
     async def stop_queue(self, name: str) -> None:
-        qc = self.consumers.get(name)
-        if qc is None:
-            return
-        await self._drain(qc, timeout=self.settings.consumer.drain_timeout)
+        async with self._queue_locks[name]:
+            qc = self.consumers.get(name)
+            if qc is None:
+                return
+            await self._drain(qc, timeout=self.settings.consumer.drain_timeout)
 
     async def _drain(self, qc: QueueConsumer, *, timeout: float) -> None:
         qc.state = "stopping"
@@ -298,13 +335,27 @@ class Worker:
         self, qc: QueueConsumer, message: AbstractIncomingMessage
     ) -> tuple[Outcome, str | None, int]:
         """Process one message and settle it; returns the outcome, error and attempt number."""
+        message_id = message.message_id
+        if not self.settings.consumer.dedup_window or message_id is None:
+            return await self._process(qc, message, None)
+        while (pending := self._pending_ids.get(message_id)) is not None:
+            # Another copy is in flight here: its outcome decides whether this one is needed.
+            await pending.wait()
+        if message_id in self._seen:
+            await self._settle(message.ack())
+            return "duplicate", None, _attempts(message, message.headers or {})
+        done = self._pending_ids[message_id] = asyncio.Event()
+        try:
+            return await self._process(qc, message, message_id)
+        finally:
+            del self._pending_ids[message_id]
+            done.set()
+
+    async def _process(
+        self, qc: QueueConsumer, message: AbstractIncomingMessage, dedup_id: str | None
+    ) -> tuple[Outcome, str | None, int]:
         headers = message.headers or {}
         attempts = _attempts(message, headers)
-        message_id = message.message_id
-        window = self.settings.consumer.dedup_window
-        if window and message_id is not None and message_id in self._seen:
-            await message.ack()
-            return "duplicate", None, attempts
         delivery = handlers.Delivery(
             body=message.body,
             content_type=message.content_type,
@@ -323,12 +374,27 @@ class Worker:
             if attempts >= qc.delivery_limit:
                 return await self._dead_letter(qc, message, "delivery_limit", error, attempts)
             return await self._retry(qc, message, error, attempts)
-        await message.ack()
-        if window and message_id is not None:
-            self._seen[message_id] = None
-            if len(self._seen) > window:
+        if dedup_id is not None:
+            # Remembered before the ack: if the ack is lost with the connection, the
+            # redelivered copy is recognised instead of processed a second time.
+            self._seen[dedup_id] = None
+            if len(self._seen) > self.settings.consumer.dedup_window:
                 self._seen.popitem(last=False)
+        await self._settle(message.ack())
         return "acked", None, attempts
+
+    async def _settle(self, settle: Awaitable[Any]) -> bool:
+        """Ack or nack; when the channel is gone the broker redelivers the message anyway."""
+        try:
+            await settle
+        except amqp.CONNECTION_ERRORS as exc:
+            if not self._ack_lost_logged:
+                log.warning(
+                    "Acknowledgement lost with the channel (%s): the broker redelivers", exc
+                )
+                self._ack_lost_logged = True
+            return False
+        return True
 
     async def _republish(
         self,
@@ -339,6 +405,8 @@ class Worker:
         """Publish a confirmed copy via the default exchange; False when unroutable."""
         assert self._publish_channel is not None
         headers = dict(message.headers or {})
+        headers.setdefault(EXCHANGE_HEADER, message.exchange or "")
+        headers.setdefault(ROUTING_KEY_HEADER, message.routing_key or "")
         headers.update(extra_headers)
         copy = aio_pika.Message(
             message.body,
@@ -362,6 +430,7 @@ class Worker:
     async def _retry(
         self, qc: QueueConsumer, message: AbstractIncomingMessage, error: str, attempts: int
     ) -> tuple[Outcome, str | None, int]:
+        """Requeue a copy at the tail (the attempt count travels in its headers), ack this one."""
         try:
             routed = await self._republish(
                 message,
@@ -372,9 +441,9 @@ class Worker:
             log.warning("Could not requeue a failed message of %s: %s", qc.name, exc)
             routed = False
         if routed:
-            await message.ack()
+            await self._settle(message.ack())
         else:
-            await self._requeue_later(message)
+            await self._nack_later(message)
         return "failed", error, attempts
 
     async def _dead_letter(
@@ -401,28 +470,30 @@ class Worker:
             )
         except Exception as exc:
             log.warning("Could not dead-letter a message of %s: %s", qc.name, exc)
-            await self._requeue_later(message)
+            await self._nack_later(message)
             return "failed", error, attempts
-        if not routed:
-            if not qc.warned_no_dlq:
-                log.warning(
-                    "Queue %s has no dead-letter queue %s: failed messages are requeued",
-                    qc.name,
-                    dlq,
-                )
-                qc.warned_no_dlq = True
-            await self._requeue_later(message)
-            return "requeued", error, attempts
-        await message.ack()
-        return "dead_lettered", error, attempts
+        if routed:
+            await self._settle(message.ack())
+            return "dead_lettered", error, attempts
+        if not qc.warned_no_dlq:
+            log.warning(
+                "Queue %s has no dead-letter queue %s: messages that keep failing are requeued "
+                "every %.1f s, never dropped",
+                qc.name,
+                dlq,
+                self.settings.consumer.retry_backoff,
+            )
+            qc.warned_no_dlq = True
+        # No DLQ: never drop it. After a pause, back to the tail (not the head, where a nack
+        # would put it: with a small prefetch it would block the queue behind it).
+        await asyncio.sleep(self.settings.consumer.retry_backoff)
+        await self._retry(qc, message, error, attempts - 1)
+        return "requeued", error, attempts
 
-    async def _requeue_later(self, message: AbstractIncomingMessage) -> None:
+    async def _nack_later(self, message: AbstractIncomingMessage) -> None:
         """Give a message back to the broker after a pause, so a failure cannot spin."""
         await asyncio.sleep(self.settings.consumer.retry_backoff)
-        try:
-            await message.nack(requeue=True)
-        except Exception as exc:  # the channel is gone: the broker requeues it anyway
-            log.debug("nack failed: %s", exc)
+        await self._settle(message.nack(requeue=True))
 
     def _record(
         self,
@@ -444,12 +515,18 @@ class Worker:
             published_at = datetime.fromtimestamp(published_ms / 1000, UTC)
             latency_ms = round(processed_at.timestamp() * 1000 - published_ms, 3)
         elif message.timestamp is not None:
+            # AMQP timestamps have whole seconds: a coarse latency beats none.
             published_at = message.timestamp
+            if published_at.tzinfo is None:
+                published_at = published_at.replace(tzinfo=UTC)
+            latency_ms = round((processed_at - published_at).total_seconds() * 1000, 3)
+        exchange = headers.get(EXCHANGE_HEADER, message.exchange)
+        routing_key = headers.get(ROUTING_KEY_HEADER, message.routing_key)
         return ProcessedRecord(
             message_id=message.message_id,
             queue=qc.name,
-            exchange=message.exchange or "",
-            routing_key=message.routing_key or "",
+            exchange=_jsonable(exchange) or "",
+            routing_key=_jsonable(routing_key) or "",
             worker=self.replica,
             outcome=outcome,
             error=error,
@@ -470,6 +547,53 @@ class Worker:
             span_id=telemetry.current_span_id(),
         )
 
+    # Resilience -------------------------------------------------------------------------------
+
+    def _on_connection_lost(self, _sender: object, exc: BaseException | None) -> None:
+        if self._stopping:
+            return
+        log.warning("Broker connection lost (%s); reconnecting", exc)
+        for qc in self.consumers.values():
+            if qc.state == "consuming":
+                qc.state = "waiting"
+
+    def _on_reconnected(self, _sender: object) -> None:
+        log.info("Broker connection back; resuming %s", list(self.consumers) or "nothing")
+
+    async def _watch(self) -> None:
+        """Notice consumers the broker cancelled (queue deleted) and say when they resume.
+
+        aio-pika restores them by itself (it re-consumes once the queue exists again); this
+        only keeps the heartbeat's per-queue state and the log honest.
+        """
+        while True:
+            await asyncio.sleep(0.5)
+            for qc in list(self.consumers.values()):
+                if qc.tag is None or qc.channel is None or qc.state in ("stopping", "starting"):
+                    continue
+                live = await self._consumer_live(qc)
+                if live and qc.state == "waiting":
+                    qc.state = "consuming"
+                    log.info("Resumed consuming %s", qc.name)
+                elif not live and qc.state == "consuming":
+                    qc.state = "waiting"
+                    log.warning(
+                        "Consumer of %s is gone (queue deleted or connection lost); "
+                        "resuming when it is back",
+                        qc.name,
+                    )
+
+    async def _consumer_live(self, qc: QueueConsumer) -> bool:
+        assert qc.channel is not None
+        if self.connection is None or not self.connection.connected.is_set():
+            return False
+        try:
+            underlay = await asyncio.wait_for(qc.channel.get_underlay_channel(), 0.2)
+        except Exception:
+            return False
+        consumers = getattr(underlay, "consumers", {})  # aiormq.Channel's, not on its ABC
+        return not underlay.is_closed and qc.tag in consumers
+
     # Control and reporting --------------------------------------------------------------------
 
     async def _on_control(self, message: AbstractIncomingMessage) -> None:
@@ -485,7 +609,10 @@ class Worker:
         try:
             if command.action == "start":
                 await self.start_queue(
-                    command.queue, prefetch=command.prefetch, delivery_limit=command.delivery_limit
+                    command.queue,
+                    prefetch=command.prefetch,
+                    delivery_limit=command.delivery_limit,
+                    scope="all" if command.replica is None else "replica",
                 )
             else:
                 await self.stop_queue(command.queue)
@@ -493,6 +620,7 @@ class Worker:
             log.exception("Control command %s %s failed", command.action, command.queue)
         await self._send_heartbeat()
 
+    @telemetry.internal
     async def _send_records(self, batch: RecordBatch) -> None:
         assert self._exchanges is not None
         await self._exchanges.events.publish(
@@ -508,6 +636,7 @@ class Worker:
             await self._send_heartbeat()
             await asyncio.sleep(self.settings.heartbeat_interval)
 
+    @telemetry.internal
     async def _send_heartbeat(self) -> None:
         if self._exchanges is None:
             return

@@ -159,7 +159,12 @@ class State:
             # Relearn what is consumed after a gateway restart (unless just stopped here).
             for q in beat.queues:
                 recently_stopped = time.monotonic() - self.stopped_at.get(q.queue, -1e9) < 10
-                if q.state != "stopping" and q.queue not in self.desired and not recently_stopped:
+                if (
+                    q.scope == "all"
+                    and q.state != "stopping"
+                    and q.queue not in self.desired
+                    and not recently_stopped
+                ):
                     self.desired[q.queue] = Desired(q.queue, q.prefetch, q.delivery_limit)
         self.hub.publish("heartbeat", replica.to_json(self.lost_after))
         return replica

@@ -14,7 +14,7 @@ from gateway.schemas import (
     ConsumerStart,
 )
 from gateway.state import Desired
-from warren.contracts import ConsumeCommand
+from warren.contracts import ConsumeCommand, ConsumedQueue
 
 log = logging.getLogger(__name__)
 
@@ -24,20 +24,36 @@ routes = web.RouteTableDef()
 
 @routes.get("/api/consumers")
 async def list_consumers(request: web.Request) -> web.Response:
+    """Queues asked of every replica (``scope: all``), then queues only some replicas consume
+    (their own configuration, or a start naming one replica: ``scope: replica``)."""
     state = state_of(request)
-    by_queue: dict[str, list[str]] = {}
+    by_queue: dict[str, list[ConsumedQueue]] = {}
+    names: dict[int, str] = {}
     for replica in state.alive_consumers():
         for q in replica.beat.queues:
-            by_queue.setdefault(q.queue, []).append(replica.beat.replica)
+            by_queue.setdefault(q.queue, []).append(q)
+            names[id(q)] = replica.beat.replica
     consumers = [
         {
             "queue": d.queue,
             "prefetch": d.prefetch,
             "delivery_limit": d.delivery_limit,
-            "replicas": sorted(by_queue.get(d.queue, [])),
+            "scope": "all",
+            "replicas": sorted(names[id(q)] for q in by_queue.get(d.queue, [])),
         }
         for d in sorted(state.desired.values(), key=lambda d: d.queue)
     ]
+    for name in sorted(by_queue.keys() - state.desired.keys()):
+        seen = by_queue[name]
+        consumers.append(
+            {
+                "queue": name,
+                "prefetch": max(q.prefetch for q in seen),
+                "delivery_limit": seen[0].delivery_limit,
+                "scope": "replica",
+                "replicas": sorted(names[id(q)] for q in seen),
+            }
+        )
     return web.json_response({"consumers": consumers, "replicas": state.replica_list("consumer")})
 
 
@@ -75,14 +91,35 @@ async def start_consumer(request: web.Request) -> web.Response:
 
 @routes.delete("/api/consumers/{queue}")
 async def stop_consumer(request: web.Request) -> web.Response:
+    """Stop (with drain) everywhere, or with ``?replica=ID`` on one replica only."""
     queue = request.match_info["queue"]
+    replica = request.query.get("replica") or None
     state = state_of(request)
-    known = queue in state.desired or any(
-        q.queue == queue for r in state.alive_consumers() for q in r.beat.queues
-    )
-    if not known:
+    consuming = [
+        r.beat.replica
+        for r in state.alive_consumers()
+        if any(q.queue == queue for q in r.beat.queues)
+    ]
+    if replica is not None:
+        if queue in state.desired:
+            # The gateway would start it again on that replica at its next heartbeat.
+            raise HTTPError(
+                409,
+                f"{queue!r} is consumed by every replica: stop it for all, then start it on "
+                "the replicas that should keep it",
+                field="replica",
+            )
+        if replica not in consuming:
+            raise HTTPError(404, f"replica {replica!r} does not consume {queue!r}", field="replica")
+    elif queue not in state.desired and not consuming:
         raise HTTPError(404, f"no consumer of {queue!r}", field="queue")
-    state.desired.pop(queue, None)
-    state.stopped_at[queue] = time.monotonic()
-    await request.app[keys.BROKER].send_control(ConsumeCommand(action="stop", queue=queue))
-    return web.json_response({"queue": queue, "status": "stopping"}, status=202)
+    else:
+        state.desired.pop(queue, None)
+        state.stopped_at[queue] = time.monotonic()
+    await request.app[keys.BROKER].send_control(
+        ConsumeCommand(action="stop", queue=queue, replica=replica)
+    )
+    return web.json_response(
+        {"queue": queue, "status": "stopping", "replicas": [replica] if replica else consuming},
+        status=202,
+    )
