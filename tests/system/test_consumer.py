@@ -1,0 +1,209 @@
+"""Consumer replicas as real processes: drain on SIGTERM, redelivery after SIGKILL, joining
+later, per-replica commands, a gateway restart, and sampling seen from the gateway."""
+
+from __future__ import annotations
+
+import signal
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pika
+import pytest
+
+from tests.support.stack import LOCAL_AMQP, Stack, wait_until
+
+pytestmark = [pytest.mark.system, pytest.mark.broker]
+
+
+def ready_count(queue: str) -> int:
+    """Messages ready in ``queue``, from a passive declare (no management lag)."""
+    connection = pika.BlockingConnection(pika.URLParameters(LOCAL_AMQP))
+    try:
+        result = connection.channel().queue_declare(queue, passive=True)
+        return int(result.method.message_count)
+    finally:
+        connection.close()
+
+
+def batch(stack: Stack, queue: str, count: int, **headers: Any) -> list[str]:
+    """Publish ``count`` messages as one job; returns their message ids."""
+    resp = stack.post(
+        "/api/batches",
+        {
+            "queue": queue,
+            "count": count,
+            "concurrency": 50,
+            "body": {"n": "{seq}"},
+            "properties": {"headers": headers},
+        },
+    )
+    assert resp.status_code == 202, resp.text
+    job_id = resp.json()["job_id"]
+    result = stack.wait_batch(job_id, timeout=60)
+    assert result["status"] == "done", result
+    assert result["confirmed"] == count
+    return [f"{job_id}-{seq}" for seq in range(count)]
+
+
+def replica(stack: Stack, name: str, state: str = "alive") -> dict[str, Any] | None:
+    return next((r for r in stack.replicas("consumer", state) if r["replica"] == name), None)
+
+
+def in_flight(stack: Stack, name: str) -> int:
+    r = replica(stack, name)
+    return int(r["heartbeat"]["in_flight"]) if r else 0
+
+
+def test_sigterm_mid_batch_drains_and_nothing_finished_comes_back(
+    stack_factory: Callable[..., Stack],
+) -> None:
+    stack = stack_factory(consumers=1)
+    queue = stack.create_queue()
+    stack.consume(queue, prefetch=10)
+    ids = batch(stack, queue, 40, **{"x-warren-work-ms": 400})
+    wait_until(lambda: in_flight(stack, "consumer-0") >= 5, timeout=20, what="work in flight")
+
+    assert stack.consumers[0].terminate(timeout=30) == 0
+    final = wait_until(
+        lambda: replica(stack, "consumer-0", "stopped"), timeout=10, what="the final heartbeat"
+    )
+    counters = final["heartbeat"]["counters"]
+    assert final["heartbeat"]["in_flight"] == 0
+    records = stack.received(queue)
+    assert len(records) == counters["processed"] == counters["acked"], "records flushed"
+    assert 5 <= counters["acked"] < 40
+    assert ready_count(queue) == 40 - counters["acked"], "in-flight acked, the rest still ready"
+
+    # A new replica finishes the queue: every message exactly once, none redelivered.
+    stack.add_consumer("consumer-1")
+    wait_until(lambda: len(stack.received(queue)) >= 40, timeout=60, what="40 records")
+    records = stack.received(queue)
+    assert Counter(r["message_id"] for r in records) == Counter(ids)
+    assert not any(r["redelivered"] for r in records)
+
+
+def test_sigkill_mid_batch_redelivers_to_the_survivor(stack_factory: Callable[..., Stack]) -> None:
+    stack = stack_factory(consumers=2)
+    queue = stack.create_queue()
+    stack.consume(queue, prefetch=10)
+    ids = batch(stack, queue, 60, **{"x-warren-work-ms": 300})
+    wait_until(lambda: in_flight(stack, "consumer-0") >= 5, timeout=20, what="work in flight")
+
+    stack.consumers[0].kill(signal.SIGKILL)
+    assert stack.consumers[0].wait(timeout=10) == -signal.SIGKILL
+
+    def all_acked() -> bool:
+        return {r["message_id"] for r in stack.received(queue) if r["outcome"] == "acked"} >= set(
+            ids
+        )
+
+    wait_until(all_acked, timeout=60, what="every message acked by someone")
+    records = stack.received(queue)
+    redelivered = [r for r in records if r["redelivered"]]
+    assert redelivered, "the killed replica's unacked messages came back marked redelivered"
+    assert {r["worker"] for r in redelivered} == {"consumer-1"}
+    assert ready_count(queue) == 0
+
+
+def test_a_replica_started_later_joins_and_one_replica_commands_stay_local(
+    stack_factory: Callable[..., Stack],
+) -> None:
+    stack = stack_factory(consumers=1)
+    shared, local = stack.create_queue(), stack.create_queue()
+    stack.consume(shared, prefetch=3)
+    stack.add_consumer("consumer-1")
+    stack.n_consumers = 2
+    stack.wait_ready()
+    stack.consume(shared, prefetch=3)  # waits until every live replica consumes it
+
+    resp = stack.post("/api/consumers", {"queue": local, "prefetch": 2, "replica": "consumer-1"})
+    assert resp.status_code == 202, resp.text
+
+    def listed() -> dict[str, Any]:
+        body = stack.http.get("/api/consumers").json()
+        return {c["queue"]: c for c in body["consumers"]}
+
+    wait_until(
+        lambda: listed().get(local, {}).get("replicas") == ["consumer-1"],
+        timeout=10,
+        what="the local queue listed",
+    )
+    # Several heartbeats later it is still consumed by that replica only.
+    wait_until(
+        lambda: all(
+            r["last_seen_s"] < 1 and r["heartbeat"]["sent_at"] for r in stack.replicas("consumer")
+        ),
+        timeout=5,
+        what="fresh heartbeats",
+    )
+    consumed = listed()
+    assert consumed[local]["scope"] == "replica"
+    assert consumed[local]["replicas"] == ["consumer-1"]
+    assert consumed[shared]["scope"] == "all"
+    assert consumed[shared]["replicas"] == ["consumer-0", "consumer-1"]
+
+    # A shared queue cannot be stopped on one replica (the gateway would restart it there).
+    assert stack.http.delete(f"/api/consumers/{shared}?replica=consumer-0").status_code == 409
+    resp = stack.http.delete(f"/api/consumers/{local}?replica=consumer-1")
+    assert resp.status_code == 202, resp.text
+    wait_until(lambda: local not in listed(), timeout=10, what="the local queue stopped")
+
+
+def test_a_gateway_restart_stops_no_consumption_and_relearns_it(
+    stack_factory: Callable[..., Stack],
+) -> None:
+    stack = stack_factory(consumers=2)
+    queue = stack.create_queue()
+    stack.consume(queue, prefetch=5)
+    assert stack.gateway is not None
+    stack.gateway.kill(signal.SIGKILL)
+    stack.gateway.wait(timeout=10)
+
+    # With no gateway at all, messages sent straight to the broker are still consumed.
+    connection = pika.BlockingConnection(pika.URLParameters(LOCAL_AMQP))
+    channel = connection.channel()
+    for i in range(20):
+        channel.basic_publish("", queue, f'{{"i": {i}}}'.encode())
+    connection.close()
+    wait_until(lambda: ready_count(queue) == 0, timeout=20, what="the queue drained")
+
+    stack.gateway = stack._start("gateway", "gateway-2")
+    stack.wait_ready()
+
+    def relearned() -> list[dict[str, Any]]:
+        body = stack.http.get("/api/consumers").json()
+        return [c for c in body["consumers"] if c["queue"] == queue]
+
+    [entry] = wait_until(relearned, timeout=15, what="the queue relearned from heartbeats")
+    assert entry["scope"] == "all"
+    assert entry["prefetch"] == 5
+    wait_until(
+        lambda: relearned()[0]["replicas"] == ["consumer-0", "consumer-1"],
+        timeout=10,
+        what="both replicas listed",
+    )
+    assert sum(r["heartbeat"]["counters"]["processed"] for r in stack.replicas("consumer")) == 20
+    batch(stack, queue, 30)
+    wait_until(lambda: len(stack.received(queue)) >= 30, timeout=30, what="30 records")
+
+
+def test_the_gateway_counts_sampled_out_records(stack_factory: Callable[..., Stack]) -> None:
+    stack = stack_factory(consumers=1, env={"WARREN_CONSUMER__RECORDS_PER_SECOND": "50"})
+    queue = stack.create_queue()
+    stack.consume(queue, prefetch=100)
+    batch(stack, queue, 1000)
+    wait_until(lambda: stack.counters().get("processed") == 1000, timeout=60, what="1000 processed")
+
+    def status() -> dict[str, Any]:
+        return dict(stack.http.get("/api/status").json())
+
+    wait_until(
+        lambda: len(stack.received(queue)) + status()["gateway"]["records_sampled_out"] == 1000,
+        timeout=10,
+        what="records + sampled-out == 1000 at the gateway",
+    )
+    counters = stack.counters()
+    assert counters["acked"] == 1000
+    assert 0 < len(stack.received(queue)) < 1000
+    assert counters["records_sent"] + counters["records_sampled_out"] == 1000
