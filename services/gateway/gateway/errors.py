@@ -55,6 +55,8 @@ def validation_error(exc: ValidationError) -> web.Response:
 
 
 _JSON_TYPES = ("application/json",)
+# What an HTML form can send cross-site without a CORS preflight (even with an empty body).
+_FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"})
 _MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -83,7 +85,7 @@ def check_request(request: web.Request) -> None:
     if request.method in _MUTATING:
         has_body = bool(length) or "chunked" in request.headers.get("Transfer-Encoding", "")
         ctype = request.content_type if "Content-Type" in request.headers else ""
-        if (ctype or has_body) and not _is_json(ctype):
+        if (has_body and not _is_json(ctype)) or ctype in _FORM_TYPES:
             raise HTTPError(415, f"expected Content-Type application/json, got {ctype or 'none'!r}")
 
 

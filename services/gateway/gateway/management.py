@@ -30,14 +30,16 @@ class Management:
         )
         self.base = display_url(settings.url)
         self.vhost = quote(unquote(url.path[1:]) if url.path not in ("", "/") else "/", safe="")
-        self._auth = aiohttp.BasicAuth(user, password)
+        self._auth_header = aiohttp.encode_basic_auth(user, password)
         self._timeout = aiohttp.ClientTimeout(total=settings.timeout)
         self._session: aiohttp.ClientSession | None = None
         self.available = False
         self._retry_at = 0.0
 
     async def open(self) -> None:
-        self._session = aiohttp.ClientSession(auth=self._auth, timeout=self._timeout)
+        self._session = aiohttp.ClientSession(
+            headers={"Authorization": self._auth_header}, timeout=self._timeout
+        )
 
     async def close(self) -> None:
         if self._session is not None:
