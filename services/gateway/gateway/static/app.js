@@ -322,12 +322,30 @@ function markDirty(...parts) {
   }
 }
 
+const RECORDS_RENDER_MS = 150; // records reach the DOM at most 4 times a second
+let lastRecordsRender = 0;
+let recordsTimer = null;
+
 function flush() {
   frameRequested = false;
   const parts = new Set(dirty);
   dirty.clear();
   try {
-    if (parts.has("records")) absorbRecords();
+    if (parts.has("records")) {
+      // Each prepend re-lays out a 500-row table: batch several stream frames into one.
+      const wait = lastRecordsRender + RECORDS_RENDER_MS - performance.now();
+      if (wait > 0 && !parts.has("messages")) {
+        if (!recordsTimer) {
+          recordsTimer = setTimeout(() => {
+            recordsTimer = null;
+            markDirty("records");
+          }, wait);
+        }
+      } else {
+        lastRecordsRender = performance.now();
+        absorbRecords();
+      }
+    }
     if (parts.has("status")) renderStatus();
     if (parts.has("replicas")) renderReplicas();
     if (parts.has("queues")) renderQueues();
@@ -335,6 +353,7 @@ function flush() {
     if (parts.has("consumers")) renderConsumers();
     if (parts.has("jobs")) renderJobs();
     if (parts.has("messages")) renderMessagesFull();
+    else if (parts.has("messages-view")) renderWindow();
     if (parts.has("filters")) renderFilterOptions();
     if (parts.has("rates")) renderRates();
   } catch (exc) {
@@ -1120,7 +1139,16 @@ function messageRow(r) {
   return row;
 }
 
-/** Move stream records into the bounded list and prepend their rows (one DOM write per frame). */
+// The live list is virtual: only the rows in view (plus a margin) exist in the DOM, between two
+// spacer rows, so a render costs the same at 10 or 10,000 records a second.
+const ROW_HEIGHT = 30; // px; #messages-table rows are fixed to this in app.css
+const view = { filtered: [], spacerTop: null, spacerBottom: null };
+
+function spacer() {
+  return h("tr", { class: "spacer", "aria-hidden": "true" }, h("td", { colspan: "8" }));
+}
+
+/** Move stream records into the bounded list and show them (at most a few renders a second). */
 function absorbRecords() {
   const incoming = state.pendingRecords;
   if (!incoming.length) return;
@@ -1146,26 +1174,46 @@ function absorbRecords() {
     dirty.add("messages-stale");
     return;
   }
-  const tbody = $("#messages-table tbody");
   const matching = fresh.filter(recordMatches);
   if (matching.length) {
-    const fragment = document.createDocumentFragment();
-    for (const r of matching) fragment.append(messageRow(r));
-    tbody.prepend(fragment);
-    while (tbody.childElementCount > MAX_RECORDS) tbody.lastElementChild.remove();
+    view.filtered = matching.concat(view.filtered);
+    if (view.filtered.length > MAX_RECORDS) view.filtered.length = MAX_RECORDS;
+    // Someone reading further down keeps their place instead of watching rows slide away.
+    const wrap = $("#messages-wrap");
+    if (wrap.scrollTop > ROW_HEIGHT) wrap.scrollTop += matching.length * ROW_HEIGHT;
+    renderWindow();
   }
   renderMessageCount();
 }
 
 function renderMessagesFull() {
   dirty.delete("messages-stale");
-  const rows = state.records.filter(recordMatches).map(messageRow);
-  $("#messages-table tbody").replaceChildren(...rows);
+  view.filtered = state.records.filter(recordMatches);
+  renderWindow();
   renderMessageCount();
 }
 
+function renderWindow() {
+  const wrap = $("#messages-wrap");
+  const tbody = $("#messages-table tbody");
+  if (!view.spacerTop) {
+    view.spacerTop = spacer();
+    view.spacerBottom = spacer();
+  }
+  const total = view.filtered.length;
+  const headHeight = $("#messages-table thead").offsetHeight;
+  const visible = Math.ceil((wrap.clientHeight || 800) / ROW_HEIGHT);
+  const first = Math.max(0, Math.floor((wrap.scrollTop - headHeight) / ROW_HEIGHT) - 10);
+  const last = Math.min(total, first + visible + 20);
+  view.spacerTop.firstChild.style.height = `${first * ROW_HEIGHT}px`;
+  view.spacerBottom.firstChild.style.height = `${(total - last) * ROW_HEIGHT}px`;
+  const rows = [];
+  for (let i = first; i < last; i += 1) rows.push(messageRow(view.filtered[i]));
+  tbody.replaceChildren(view.spacerTop, ...rows, view.spacerBottom);
+}
+
 function renderMessageCount() {
-  const shown = $("#messages-table tbody").childElementCount;
+  const shown = view.filtered.length;
   $("#messages-empty").hidden = shown > 0;
   const filtered = state.filter.queue || state.filter.worker || state.filter.text;
   setText(
@@ -1573,6 +1621,7 @@ function wire() {
     const record = row && rowRecords.get(row);
     if (record) showMessageDetail(record);
   });
+  $("#messages-wrap").addEventListener("scroll", () => markDirty("messages-view"), { passive: true });
   const applyFilter = () => {
     state.filter = {
       queue: $("#filter-queue").value,
