@@ -34,6 +34,9 @@ async def status(request: web.Request) -> web.Response:
     props = broker.server_properties
     versions = telemetry.versions()
     tel = app[keys.TELEMETRY]
+    # One bounded call (the management timeout; skipped while it is known to be down) so that
+    # "rates_available" is what a queue listing would get now, not what the last one got.
+    overview = await app[keys.MANAGEMENT].overview()
 
     def text(value: Any) -> str | None:
         return value.decode() if isinstance(value, bytes) else value
@@ -54,6 +57,7 @@ async def status(request: web.Request) -> web.Response:
                 "management": {
                     "available": app[keys.MANAGEMENT].available,
                     "url": app[keys.MANAGEMENT].base,
+                    "cluster": (overview or {}).get("cluster_name"),
                 },
                 "token_required": settings.gateway.token is not None,
                 "instrumentation": tel.instrumentation,
