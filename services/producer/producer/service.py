@@ -125,14 +125,14 @@ class ProducerService:
             log.error("Rejecting a malformed job: %s", exc.errors()[:3])
             await message.reject(requeue=False)
             return
-        if message.redelivered:
-            log.warning("Job %s redelivered: running it again (duplicates possible)", job.job_id)
         if job.job_id in self._running:
             # The broker redelivered a job this replica is still running (its channel was
             # restored after a drop): the running copy reports; drop this one.
             log.warning("Job %s is already running here; dropping the redelivered copy", job.job_id)
             await message.ack()
             return
+        if message.redelivered:
+            log.warning("Job %s redelivered: running it again (duplicates possible)", job.job_id)
         task = asyncio.create_task(
             self._run_job(job, message, redelivered=bool(message.redelivered)),
             name=f"job-{job.job_id}",
@@ -163,6 +163,19 @@ class ProducerService:
             for key in ("published", "confirmed", "returned"):
                 self._counters[key] += getattr(state, key)
         final = state.progress(final=True)
+        telemetry.annotate(
+            {
+                "messaging.destination.name": self.topology.jobs_queue,
+                "warren.job_id": job.job_id,
+                "warren.replica": self.replica,
+                "warren.redelivered": redelivered,
+                "warren.batch": job.batch,
+                "warren.count": job.count,
+                "warren.confirmed": final.confirmed,
+                "warren.outcome": final.status,
+            },
+            error=final.error if final.status == "failed" else None,
+        )
         log.info(
             "Job %s %s: %d/%d confirmed, %d returned, %d nacked, %d failed, %d retried, %.0f msg/s",
             job.job_id,
@@ -181,7 +194,7 @@ class ProducerService:
         except Exception as exc:
             # The channel went away: the job will be redelivered and run again; its messages
             # carry the same ids, so consumers can de-duplicate.
-            log.warning("Could not ack job %s: %s", job.job_id, exc)
+            log.warning("Could not ack job %s: %r", job.job_id, exc)
 
     async def _report_progress(self, state: JobState) -> None:
         """Report on a fixed grid, so a slow confirm of one report does not stretch the gap."""
@@ -195,6 +208,7 @@ class ProducerService:
             if next_at < loop.time() - interval:
                 next_at = loop.time()
 
+    @telemetry.internal
     async def _send_progress(self, progress: JobProgress) -> None:
         if self._exchanges is None:
             return
@@ -236,6 +250,7 @@ class ProducerService:
             await self._send_heartbeat()
             await asyncio.sleep(self.settings.heartbeat_interval)
 
+    @telemetry.internal
     async def _send_heartbeat(self, *, stopping: bool = False) -> None:
         if self._exchanges is None:
             return
