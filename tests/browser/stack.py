@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import logging
 import time
 import urllib.error
 import urllib.request
@@ -13,6 +15,11 @@ from typing import Any
 
 from tests.support.procs import ServiceProcess, free_port
 
+log = logging.getLogger(__name__)
+
+MANAGEMENT = "http://localhost:15672/api"
+_AUTH = "Basic " + base64.b64encode(b"guest:guest").decode()
+
 
 @dataclass
 class Stack:
@@ -22,6 +29,9 @@ class Stack:
     namespace: str
     procs: list[ServiceProcess] = field(default_factory=list)
     token: str | None = None
+    queues: list[str] = field(default_factory=list)
+    """User queues the tests created; deleted (with their dead-letter queues) at the end."""
+    exchanges: list[str] = field(default_factory=list)
 
     def get(self, path: str) -> Any:
         request = urllib.request.Request(self.base_url + path)
@@ -93,6 +103,37 @@ def start_stack(
     return stack
 
 
+def _management(method: str, path: str) -> Any:
+    request = urllib.request.Request(MANAGEMENT + path, method=method)
+    request.add_header("Authorization", _AUTH)
+    with urllib.request.urlopen(request, timeout=5) as response:
+        body = response.read()
+    return json.loads(body) if body else None
+
+
+def cleanup_broker(stack: Stack) -> None:
+    """Delete the test's queues and its namespace's own queues and exchanges (best effort)."""
+    prefix = f"{stack.namespace}."
+    try:
+        queues = {q["name"] for q in _management("GET", "/queues/%2F?columns=name")}
+        exchanges = {x["name"] for x in _management("GET", "/exchanges/%2F?columns=name")}
+    except (OSError, ValueError) as exc:
+        log.warning("Cannot list queues for cleanup: %s", exc)
+        return
+    mine = {q for q in queues if q.startswith(prefix)}
+    mine |= queues & ({*stack.queues} | {f"{q}.dlq" for q in stack.queues})
+    for kind, names in (
+        ("queues", mine),
+        ("exchanges", {x for x in exchanges if x.startswith(prefix)}),
+    ):
+        for name in sorted(names):
+            try:
+                _management("DELETE", f"/{kind}/%2F/{urllib.request.quote(name, safe='')}")
+            except OSError as exc:
+                log.warning("Cannot delete %s %s: %s", kind, name, exc)
+
+
 def stop_stack(stack: Stack) -> None:
     for proc in reversed(stack.procs):
         proc.terminate(timeout=15)
+    cleanup_broker(stack)
