@@ -70,7 +70,9 @@ class Stack:
     def _start(
         self, module: str, name: str, env: Mapping[str, str] | None = None
     ) -> ServiceProcess:
-        return self.factory(module, {**self.env, **(env or {})}, name, instrument=self.instrument)
+        # Each process names itself in its spans, as OTEL_SERVICE_NAME does in compose.
+        env = {**self.env, "OTEL_SERVICE_NAME": module, **(env or {})}
+        return self.factory(module, env, name, instrument=self.instrument)
 
     def start(self, *, wait: bool = True) -> Stack:
         self.gateway = self._start("gateway", "gateway")

@@ -9,17 +9,42 @@ and reports it (logged as an error and carried in heartbeats).
 
 from __future__ import annotations
 
+import atexit
+import functools
 import logging
 import os
+import random
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any, ParamSpec, TypeVar
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.util.types import AttributeValue
 
 log = logging.getLogger(__name__)
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
 # The exporter must not add seconds to every stop when the collector is unreachable.
 _EXPORT_TIMEOUT_S = 2.0
+# What flushing the last spans may add to a stop, at most.
+SHUTDOWN_TIMEOUT_S = 1.0
+
+# The console polls these (status every few seconds, the live stream, its static files): traced,
+# they would bury the user's actions in Jaeger. A user's own OTEL_PYTHON_*_EXCLUDED_URLS wins.
+POLLING_URLS = (
+    r"^/$",
+    r"^/static/",
+    r"^/favicon",
+    r"^/api/health$",
+    r"^/api/status$",
+    r"^/api/events",
+)
 
 
 @dataclass
@@ -31,12 +56,17 @@ class TelemetryStatus:
 
 
 class TraceContextFilter(logging.Filter):
-    """Adds ``otel_trace_id`` and ``otel_span_id`` to every log record."""
+    """Adds ``otel_trace_id`` and ``otel_span_id`` to every log record.
+
+    Only for a sampled span: the ids of an untraced message (heartbeats, the unsampled part of a
+    batch) lead to nothing in Jaeger, so the line shows ``-`` instead.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         ctx = trace.get_current_span().get_span_context()
-        record.otel_trace_id = format(ctx.trace_id, "032x") if ctx.is_valid else "-"
-        record.otel_span_id = format(ctx.span_id, "016x") if ctx.is_valid else "-"
+        sampled = ctx.is_valid and ctx.trace_flags.sampled
+        record.otel_trace_id = format(ctx.trace_id, "032x") if sampled else "-"
+        record.otel_span_id = format(ctx.span_id, "016x") if sampled else "-"
         return True
 
 
@@ -48,6 +78,54 @@ def current_trace_id() -> str | None:
 def current_span_id() -> str | None:
     ctx = trace.get_current_span().get_span_context()
     return format(ctx.span_id, "016x") if ctx.is_valid else None
+
+
+@contextmanager
+def untraced() -> Iterator[None]:
+    """Publish Warren's own traffic (heartbeats, progress, records) without spans, end to end.
+
+    Messages published inside carry a ``traceparent`` flagged *not sampled*: the aio-pika
+    instrumentation records no span for the publish, and the receiving service's parent-based
+    sampler (the default ``parentbased_always_on``) records none for its processing either.
+    Merely suppressing the instrumentation would not do: a message without ``traceparent``
+    becomes a new root span on the consuming side, one trace per heartbeat.
+    """
+    current = trace.get_current_span().get_span_context()
+    trace_id = current.trace_id if current.is_valid else random.getrandbits(128) or 1
+    quiet = trace.NonRecordingSpan(
+        trace.SpanContext(
+            trace_id=trace_id,
+            span_id=random.getrandbits(64) or 1,
+            is_remote=False,
+            trace_flags=trace.TraceFlags(trace.TraceFlags.DEFAULT),
+        )
+    )
+    token = otel_context.attach(trace.set_span_in_context(quiet))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+def internal(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """Decorate a coroutine that publishes Warren's internal traffic: see :func:`untraced`."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with untraced():
+            return await fn(*args, **kwargs)
+
+    return wrapper
+
+
+def annotate(attributes: dict[str, AttributeValue], *, error: str | None = None) -> None:
+    """Set attributes on the current span, if it records (untraced messages cost nothing);
+    ``error`` marks the span as failed, so Jaeger shows it in red."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attributes(attributes)
+        if error is not None:
+            span.set_status(trace.Status(trace.StatusCode.ERROR, error))
 
 
 def versions() -> dict[str, str]:
@@ -123,6 +201,8 @@ def setup(service: str, *, aiohttp_server: bool = False) -> TelemetryStatus:
         if not server.is_instrumented_by_opentelemetry and "aiohttp-server" not in disabled:
             server.instrument()
         status.instrumentation["aiohttp-server"] = server.is_instrumented_by_opentelemetry
+        if server.is_instrumented_by_opentelemetry:
+            _exclude_polling_urls()
     missing = sorted(name for name, active in status.instrumentation.items() if not active)
     if missing:
         status.error = f"OpenTelemetry instrumentation not active: {', '.join(missing)}"
@@ -130,12 +210,70 @@ def setup(service: str, *, aiohttp_server: bool = False) -> TelemetryStatus:
     return status
 
 
-def shutdown() -> None:
-    """Flush spans with a bound, so that an unreachable collector does not delay the stop."""
-    provider = trace.get_tracer_provider()
-    force_flush = getattr(provider, "force_flush", None)
-    if force_flush is not None:
-        force_flush(int(_EXPORT_TIMEOUT_S * 1000))
-    stop = getattr(provider, "shutdown", None)
-    if stop is not None:
-        stop()
+def _exclude_polling_urls() -> None:
+    """Leave the console's polling out of the traces unless the user chose what to exclude.
+
+    The instrumentation reads its exclusion list once, when it instruments (under
+    ``opentelemetry-instrument``, before our code runs), so the default is set on its module.
+    """
+    if os.environ.get("OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS") or os.environ.get(
+        "OTEL_PYTHON_EXCLUDED_URLS"
+    ):
+        return
+    from opentelemetry.instrumentation import aiohttp_server
+    from opentelemetry.util.http import ExcludeList
+
+    aiohttp_server._excluded_urls = ExcludeList(list(POLLING_URLS))
+
+
+def _exporters(provider: Any) -> list[Any]:
+    """The span exporters behind the provider's batch processors (SDK internals, best effort)."""
+    processors = getattr(getattr(provider, "_active_span_processor", None), "_span_processors", ())
+    found = []
+    for processor in processors:
+        exporter = getattr(processor, "span_exporter", None)
+        if exporter is not None:
+            found.append(exporter)
+    return found
+
+
+def shutdown(*, timeout: float = SHUTDOWN_TIMEOUT_S, provider: Any = None) -> None:
+    """Export the last spans, waiting ``timeout`` seconds at most, then stop the SDK.
+
+    The SDK's own shutdown waits for an export that retries with backoff for up to the
+    exporter's timeout (10 s by default under ``opentelemetry-instrument``), and its
+    ``force_flush`` ignores the timeout it is given: measured here, a process took about 8 s to
+    exit with the collector down. So the flush runs in a daemon thread joined with a bound; when
+    it overruns, the exporters are shut down, which ends their retry waits at once.
+    """
+    if provider is None:
+        provider = trace.get_tracer_provider()
+    if not hasattr(provider, "shutdown"):
+        return
+    # The provider's atexit hook would run the same unbounded shutdown again at exit.
+    handler = getattr(provider, "_atexit_handler", None)
+    if handler is not None:
+        atexit.unregister(handler)
+        provider._atexit_handler = None
+
+    def flush_and_stop() -> None:
+        try:
+            provider.force_flush(int(timeout * 1000))
+            provider.shutdown()
+        except Exception as exc:  # telemetry must never fail a stop
+            log.warning("OpenTelemetry shutdown failed: %s", exc)
+
+    worker = threading.Thread(target=flush_and_stop, name="otel-shutdown", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        log.warning(
+            "Trace collector not answering: last spans dropped after %.1f s to stop promptly",
+            timeout,
+        )
+        for exporter in _exporters(provider):
+            try:
+                exporter.shutdown()
+            except Exception as exc:
+                log.debug("Exporter shutdown failed: %s", exc)
+        worker.join(0.2)

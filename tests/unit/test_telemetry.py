@@ -1,0 +1,153 @@
+"""warren.telemetry without a broker: untraced internal traffic, log ids, span attributes and a
+bounded shutdown. Each test uses its own TracerProvider (the global one is left alone)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry import propagate, trace
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+from tests.support.procs import free_port
+from warren import telemetry
+
+
+@pytest.fixture
+def exporter() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def tracer(exporter: InMemorySpanExporter) -> Iterator[trace.Tracer]:
+    # The default sampler, parentbased_always_on.
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider.get_tracer("test")
+    provider.shutdown()
+
+
+def traceparent() -> str:
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier["traceparent"]
+
+
+def sampled(header: str) -> bool:
+    return bool(int(header.rsplit("-", 1)[1], 16) & 1)
+
+
+def test_untraced_publishes_a_not_sampled_context(
+    tracer: trace.Tracer, exporter: InMemorySpanExporter
+) -> None:
+    with telemetry.untraced():
+        header = traceparent()
+        # What an instrumentation does on either side: start a span under the context.
+        with tracer.start_as_current_span("publish heartbeat") as span:
+            assert not span.is_recording()
+    assert header.endswith("-00")
+    ctx = propagate.extract({"traceparent": header})
+    with tracer.start_as_current_span("receive heartbeat", context=ctx) as span:
+        assert not span.is_recording()
+    assert exporter.get_finished_spans() == ()
+
+
+def test_untraced_inside_a_trace_keeps_its_id_but_records_nothing(
+    tracer: trace.Tracer, exporter: InMemorySpanExporter
+) -> None:
+    with tracer.start_as_current_span("job") as job:
+        with telemetry.untraced():
+            header = traceparent()
+            with tracer.start_as_current_span("progress") as span:
+                assert not span.is_recording()
+                assert span.get_span_context().trace_id == job.get_span_context().trace_id
+        # Back to the job's sampled context afterwards.
+        assert sampled(traceparent())
+    assert header.split("-")[1] == format(job.get_span_context().trace_id, "032x")
+    assert [s.name for s in exporter.get_finished_spans()] == ["job"]
+
+
+async def test_internal_decorator_wraps_a_coroutine(
+    tracer: trace.Tracer, exporter: InMemorySpanExporter
+) -> None:
+    @telemetry.internal
+    async def send(value: int) -> tuple[int, str]:
+        with tracer.start_as_current_span("send"):
+            return value * 2, traceparent()
+
+    result, header = await send(21)
+    assert result == 42
+    assert header.endswith("-00")
+    assert exporter.get_finished_spans() == ()
+
+
+def test_untraced_contexts_are_not_sampled_by_a_ratio_sampler_either(
+    exporter: InMemorySpanExporter,
+) -> None:
+    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(1.0)), shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with telemetry.untraced():
+        with provider.get_tracer("test").start_as_current_span("beat") as span:
+            assert not span.is_recording()
+    provider.shutdown()
+
+
+def test_log_records_carry_ids_of_sampled_spans_only(tracer: trace.Tracer) -> None:
+    flt = telemetry.TraceContextFilter()
+
+    def ids() -> tuple[str, str]:
+        record = logging.LogRecord("t", logging.INFO, __file__, 1, "msg", None, None)
+        assert flt.filter(record)
+        return record.otel_trace_id, record.otel_span_id
+
+    assert ids() == ("-", "-")
+    with tracer.start_as_current_span("work") as span:
+        ctx = span.get_span_context()
+        assert ids() == (format(ctx.trace_id, "032x"), format(ctx.span_id, "016x"))
+        with telemetry.untraced(), tracer.start_as_current_span("beat"):
+            assert ids() == ("-", "-")
+
+
+def test_annotate_sets_attributes_and_error_on_recording_spans(
+    tracer: trace.Tracer, exporter: InMemorySpanExporter
+) -> None:
+    with tracer.start_as_current_span("job"):
+        telemetry.annotate({"warren.outcome": "failed", "warren.count": 3}, error="boom")
+    with telemetry.untraced(), tracer.start_as_current_span("quiet"):
+        telemetry.annotate({"warren.outcome": "acked"}, error="ignored")  # a no-op
+    [span] = exporter.get_finished_spans()
+    assert span.attributes == {"warren.outcome": "failed", "warren.count": 3}
+    assert span.status.status_code is trace.StatusCode.ERROR
+    assert span.status.description == "boom"
+
+
+def test_shutdown_exports_the_last_spans(exporter: InMemorySpanExporter) -> None:
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=60_000))
+    with provider.get_tracer("test").start_as_current_span("last"):
+        pass
+    telemetry.shutdown(provider=provider)
+    assert [s.name for s in exporter.get_finished_spans()] == ["last"]
+
+
+def test_shutdown_is_bounded_when_the_collector_is_unreachable() -> None:
+    """Without the bound the SDK retries with backoff for the exporter's whole timeout."""
+    closed = f"http://127.0.0.1:{free_port()}/v1/traces"
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(
+        BatchSpanProcessor(
+            OTLPSpanExporter(endpoint=closed, timeout=10), schedule_delay_millis=60_000
+        )
+    )
+    with provider.get_tracer("test").start_as_current_span("lost"):
+        pass
+    started = time.monotonic()
+    telemetry.shutdown(timeout=0.3, provider=provider)
+    # A bound, not a benchmark: the unbounded SDK takes about 7 s here.
+    assert time.monotonic() - started < 3
