@@ -441,3 +441,24 @@ def test_a_job_whose_producer_dies_runs_again_and_says_so(
     assert result["redelivered"] is True
     assert result["confirmed"] == count
     assert broker.wait_depth(queue, count) >= count
+
+
+def test_a_job_cancelled_while_queued_never_runs(
+    stack_factory: Callable[..., Stack], broker: Broker
+) -> None:
+    stack = stack_factory(consumers=0, producers=1, env={"WARREN_PRODUCER__MAX_JOBS": "1"})
+    queue = stack.create_queue()
+    busy = batch(stack, {"queue": queue, "count": 5_000_000, "concurrency": 10, "body": "b"})
+    wait_until(
+        lambda: stack.http.get(f"/api/batches/{busy}").json()["status"] == "running",
+        timeout=20,
+        what="the first job to run",
+    )
+    waiting = batch(stack, {"queue": queue, "count": 10, "body": "never"})
+    assert stack.http.get(f"/api/batches/{waiting}").json()["status"] == "queued"
+    assert stack.http.delete(f"/api/batches/{waiting}").status_code in (200, 202)
+    stopped = stack.http.delete(f"/api/batches/{busy}")
+    assert stopped.status_code == 200, stopped.text
+    result = stack.wait_batch(waiting, timeout=30)
+    assert (result["status"], result["confirmed"], result["published"]) == ("cancelled", 0, 0)
+    assert broker.depth(queue) == stopped.json()["confirmed"]

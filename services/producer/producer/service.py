@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import socket
+from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -58,6 +59,8 @@ class ProducerService:
         self._control_queue: AbstractQueue | None = None
         self._jobs_tag: str | None = None
         self._running: dict[str, JobState] = {}
+        # Jobs cancelled before any replica took them: skipped when they arrive (bounded).
+        self._cancelled: OrderedDict[str, None] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._counters: dict[str, int] = dict.fromkeys(
@@ -129,6 +132,12 @@ class ProducerService:
             # The broker redelivered a job this replica is still running (its channel was
             # restored after a drop): the running copy reports; drop this one.
             log.warning("Job %s is already running here; dropping the redelivered copy", job.job_id)
+            await message.ack()
+            return
+        if job.job_id in self._cancelled:
+            log.info("Job %s was cancelled before it started; skipping it", job.job_id)
+            skipped = JobState(job=job, producer=self.replica, status="cancelled")
+            await self._send_progress(skipped.progress(final=True))
             await message.ack()
             return
         if message.redelivered:
@@ -242,6 +251,10 @@ class ProducerService:
             if state is not None:
                 log.info("Cancelling job %s", command.job_id)
                 state.cancelled = True
+            else:
+                self._cancelled[command.job_id] = None
+                while len(self._cancelled) > 10_000:
+                    self._cancelled.popitem(last=False)
 
     # Heartbeats -------------------------------------------------------------------------------
 
