@@ -179,8 +179,10 @@ class Publisher:
         retry_deadline: float,
         trace_first: int,
         trace_every: int,
+        max_window: int = 5000,
     ) -> None:
         self._connection = connection
+        self._max_window = max_window
         self._timeout = publish_timeout
         self._retry_deadline = retry_deadline
         self._trace_first = trace_first
@@ -246,7 +248,7 @@ class Publisher:
             # bounded, no task is created per message, and a message exists only from the
             # moment a worker takes its number until the broker answers.
             sequence = iter(range(job.count))
-            window = min(job.concurrency, job.count)
+            window = min(job.concurrency, job.count, self._max_window)
 
             async def worker() -> None:
                 for seq in sequence:

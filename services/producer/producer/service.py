@@ -79,6 +79,7 @@ class ProducerService:
             retry_deadline=s.producer.retry_deadline,
             trace_first=s.producer.trace_first,
             trace_every=s.producer.trace_every,
+            max_window=s.producer.max_concurrency,
         )
         self._events_channel = await self.connection.channel()
         self._exchanges = await amqp.declare_exchanges(self._events_channel, self.topology)
