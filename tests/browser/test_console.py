@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 import uuid
 from pathlib import Path
 
@@ -337,3 +338,26 @@ def test_token_is_asked_once(page: Page, tmp_path: Path) -> None:
         expect(page.get_by_test_id("token-dialog")).to_be_hidden()
     finally:
         stop_stack(guarded)
+
+
+def test_connection_buttons_and_lost_replica(page: Page, tmp_path: Path) -> None:
+    own = start_stack(tmp_path, roles=("consumer",))
+    try:
+        open_console(page, own)
+        consumer = own.procs[-1]
+        row = page.locator('[data-testid="replica-row"][data-role="consumer"]')
+        expect(row).to_have_attribute("data-state", "alive", timeout=LIVE_TIMEOUT_MS)
+
+        page.get_by_test_id("btn-disconnect").click()
+        page.get_by_test_id("confirm-ok").click()
+        expect(page.get_by_test_id("gw-connection")).to_have_text("closed")
+        page.get_by_test_id("btn-connect").click()
+        expect(page.get_by_test_id("gw-connection")).to_have_text("connected")
+
+        consumer.kill(signal.SIGKILL)  # no goodbye: only the missing heartbeats tell
+        expect(row).to_have_attribute("data-state", "lost", timeout=30_000)
+        expect(row.get_by_test_id("replica-state")).to_have_text("lost")
+        page.screenshot(path=str(screenshot_path("replica-lost")), full_page=True)
+        assert not script_errors(page)
+    finally:
+        stop_stack(own)

@@ -702,7 +702,7 @@ function kvList(target, obj) {
     return;
   }
   target.replaceChildren(
-    ...entries.flatMap(([k, v]) => [h("dt", { class: "mono", text: k }), h("dd", { class: "mono", text: fmtValue(v) })]),
+    ...entries.flatMap(([k, v]) => [h("dt", { class: "mono", text: k }), h("dd", { class: "mono", text: v === "" ? '""' : fmtValue(v) })]),
   );
 }
 
@@ -910,7 +910,7 @@ async function publishOne(event) {
     setPill("publish-status", status, "bad");
     setText("publish-result-id", (failure.body && failure.body.message_id) || "–");
     setLink($("#publish-trace"), failure.body && failure.body.trace_url, "open trace");
-    setText("publish-elapsed", "");
+    setText("publish-elapsed", "–");
   }
 }
 
@@ -1413,10 +1413,15 @@ function renderRates() {
   // Exposed for tests and curious people: how many samples the chart holds, how many non-zero.
   canvas.dataset.samples = String(points.length);
   canvas.dataset.active = String(points.filter((p) => p.published || p.delivered || p.acked).length);
-  if (!points.length) {
+  const unavailable = state.queuesMeta.source === "amqp" && !state.queuesMeta.rates_available;
+  if (!points.length || unavailable) {
     ctx.textAlign = "center";
     ctx.textBaseline = "middle";
-    ctx.fillText("waiting for rate samples…", pad.left + plotW / 2, pad.top + plotH / 2);
+    ctx.fillText(
+      unavailable ? "rates unavailable: the management API is not reachable" : "waiting for rate samples…",
+      pad.left + plotW / 2,
+      pad.top + plotH / 2,
+    );
     return;
   }
   ctx.save();
