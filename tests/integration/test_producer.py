@@ -228,7 +228,19 @@ async def test_dropped_connection_mid_batch_loses_nothing(
         assert state.confirmed == count, "each message confirmed exactly once in the counts"
         assert state.failed == 0
         assert state.retried > 0, "the drop caught publishes in flight"
-        assert await depth(node_connection, queue.name) >= count
+        ids: list[str] = []
+        all_in = asyncio.Event()
+
+        async def collect(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            ids.append(message.message_id or "")
+            if len(ids) >= count and len(set(ids)) == count:
+                all_in.set()
+
+        await channel.set_qos(prefetch_count=1000)
+        await queue.consume(collect, no_ack=True)
+        await asyncio.wait_for(all_in.wait(), 60)
+        assert set(ids) == {f"{state.job.job_id}-{seq}" for seq in range(count)}
+        assert len(ids) - count <= state.retried, "duplicates only of retried messages"
     finally:
         task.cancel()
         await asyncio.to_thread(rabbit_node.delete_queue, queue.name)
