@@ -162,17 +162,21 @@ def _configure_sdk(service: str) -> None:
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service)})
     resource = resource.merge(OTELResourceDetector().detect())
     provider = TracerProvider(resource=resource, sampler=_get_from_env_or_default())
-    exporters = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower()
+    exporters = os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
     endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
     )
-    if exporters != "none" and endpoint:
+    # Asked for explicitly ("otlp"), spans go to the endpoint or OTLP/HTTP's default,
+    # localhost:4318; left unset, only to a configured endpoint (no warnings every few seconds
+    # on a laptop without Jaeger). We get here too when the distro failed, e.g. because
+    # OTEL_EXPORTER_OTLP_PROTOCOL defaulted to grpc and no gRPC exporter is installed.
+    if exporters == "otlp" or (exporters != "none" and endpoint):
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         timeout = float(os.environ.get("OTEL_EXPORTER_OTLP_TIMEOUT", _EXPORT_TIMEOUT_S))
-        provider.add_span_processor(
-            BatchSpanProcessor(OTLPSpanExporter(timeout=timeout), export_timeout_millis=2000)
-        )
+        exporter = OTLPSpanExporter(timeout=timeout)
+        provider.add_span_processor(BatchSpanProcessor(exporter, export_timeout_millis=2000))
+        log.info("Exporting traces over OTLP/HTTP to %s", exporter._endpoint)
     trace.set_tracer_provider(provider)
 
 
