@@ -4,6 +4,9 @@ bounded shutdown. Each test uses its own TracerProvider (the global one is left 
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -151,3 +154,33 @@ def test_shutdown_is_bounded_when_the_collector_is_unreachable() -> None:
     telemetry.shutdown(timeout=0.3, provider=provider)
     # A bound, not a benchmark: the unbounded SDK takes about 7 s here.
     assert time.monotonic() - started < 3
+
+
+_OUT_OF_RANGE = """
+from opentelemetry.instrumentation.aio_pika import AioPikaInstrumentor
+# What an instrumentation release that predates aio-pika 10 declares (0.65b0 and older).
+AioPikaInstrumentor.instrumentation_dependencies = lambda self: ("aio_pika < 10",)
+from warren import telemetry
+status = telemetry.setup("consumer")
+print("STATUS", status.instrumentation, status.error)
+"""
+
+
+def test_setup_reports_an_instrumentation_that_excludes_the_installed_version() -> None:
+    """The distro skips such an instrumentation silently; setup() tries it and reports it.
+
+    In a subprocess: instrumenting and configuring the SDK are process-wide.
+    """
+    env = {**os.environ, "OTEL_TRACES_EXPORTER": "none", "OTEL_SDK_DISABLED": "false"}
+    done = subprocess.run(
+        [sys.executable, "-c", _OUT_OF_RANGE],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert "STATUS {'aio-pika': False} OpenTelemetry instrumentation not active: aio-pika" in (
+        done.stdout
+    )
+    assert "instrumentation not active: aio-pika" in done.stderr  # the ERROR log line
