@@ -891,6 +891,10 @@ async function publishOne(event) {
   const form = event.currentTarget;
   const resultBox = $("#publish-result");
   let failure = null;
+  // A stale result must never pass for this one's.
+  setPill("publish-status", "publishing", "info");
+  for (const id of ["publish-result-id", "publish-elapsed"]) setText(id, "");
+  setLink($("#publish-trace"), null);
   const result = await submitting(form, async () => {
     try {
       return await api("POST", "/api/messages", messagePayload());
@@ -918,6 +922,9 @@ async function startBatch(event) {
   event.preventDefault();
   const form = event.currentTarget;
   const f = form.elements;
+  state.currentJob = null; // the previous job's panel must not pass for this one's
+  setPill("batch-status", "starting", "info");
+  $("#batch-progress").value = 0;
   const job = await submitting(form, async () => {
     const payload = messagePayload();
     payload.count = intOrUndefined(f.count.value);
