@@ -82,3 +82,31 @@ def finish(
     ledger.check(result, allow_duplicates=allow_duplicates)
     assert_services_healthy(ledger.stack)
     return result
+
+
+def split_stack(
+    service_factory: Callable[..., Any],
+    node: RabbitNode,
+    *,
+    per_module: dict[str, dict[str, str]],
+    consumers: int = 1,
+    env: dict[str, str] | None = None,
+    wait: bool = True,
+) -> Stack:
+    """A stack whose services get their own env (a proxy URL for one, a broker user each)."""
+    from tests.faults.conftest import FAULT_ENV
+
+    stack = Stack(
+        service_factory,
+        consumers=consumers,
+        amqp_url=node.amqp_url,
+        management_url=node.management_url,
+        env={**FAULT_ENV, **(env or {})},
+    )
+    original = stack._start
+
+    def start(module: str, name: str, env: dict[str, str] | None = None) -> Any:
+        return original(module, name, {**(env or {}), **per_module.get(module, {})})
+
+    stack._start = start  # type: ignore[method-assign]
+    return stack.start(wait=wait)

@@ -54,7 +54,7 @@ class LedgerResult:
 
 
 @dataclass
-class _Batch:
+class Batch:
     job_id: str
     count: int
     status: str = "queued"
@@ -86,13 +86,14 @@ class Ledger:
         self.fault = fault
         self.started = time.monotonic()
         self.singles: dict[str, bool] = {}  # message id -> confirmed
-        self.batches: dict[str, _Batch] = {}
+        self.batches: dict[str, Batch] = {}
         self.stats = _Stats()
         self._lock = threading.Lock()
         self.records: list[dict[str, Any]] = []
         self.dead: dict[str, dict[str, Any]] = {}
         self._threads: list[threading.Thread] = []
         self.timings: dict[str, float] = {}
+        self._seen: set[tuple[Any, ...]] = set()
         self.observer = f"{stack.namespace}.ledger.{uuid.uuid4().hex[:6]}"
         self._declare_observer()
 
@@ -124,7 +125,13 @@ class Ledger:
                 if method is None:
                     break
                 batch = json.loads(body)
-                self.records.extend(r for r in batch["records"] if r["queue"] == self.queue)
+                for r in batch["records"]:
+                    # A batch whose confirm timed out (an alarm) is sent again: the same
+                    # delivery reported twice is one event, not a second processing.
+                    key = (r["message_id"], r["worker"], r["received_at"], r["outcome"])
+                    if r["queue"] == self.queue and key not in self._seen:
+                        self._seen.add(key)
+                        self.records.append(r)
             try:
                 ch.queue_declare(self.dlq, passive=True)
             except pika.exceptions.ChannelClosedByBroker:
@@ -215,7 +222,7 @@ class Ledger:
                 if resp.status_code == 202:
                     job_id = str(resp.json()["job_id"])
                     with self._lock:
-                        self.batches[job_id] = _Batch(job_id, count)
+                        self.batches[job_id] = Batch(job_id, count)
                     return job_id
                 if resp.status_code not in RETRY_CODES:
                     break
