@@ -259,6 +259,37 @@ async def test_without_management_api_stats_come_from_passive_declares(
     assert status["gateway"]["management"]["available"] is False
 
 
+async def test_a_management_api_that_never_answers_is_bounded_by_its_timeout(
+    gateway_factory: Callable[..., Any],
+    amqp: AbstractRobustConnection,
+    unique: Callable[[str], str],
+) -> None:
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def hang(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # read nothing, answer nothing
+
+    server = await asyncio.start_server(hang, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        gw: Gateway = await gateway_factory(
+            management={"url": f"http://127.0.0.1:{port}", "timeout": 0.5}
+        )
+        name = await seeded_queue(gw, amqp, unique)
+        async with asyncio.timeout(10):  # a bound on the test, not a timing assertion
+            listed = await (await gw.client.get("/api/queues")).json()
+            status = await (await gw.client.get("/api/status")).json()
+        assert accepted, "the gateway did try the management API"
+        assert listed["rates_available"] is False
+        assert name in [q["name"] for q in listed["queues"]]
+        assert status["rates_available"] is False
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
 async def test_status_hides_credentials_of_both_urls(gateway_factory: Callable[..., Any]) -> None:
     secret = "s3cr3t-pw-zz9"
     gw: Gateway = await gateway_factory(
@@ -486,16 +517,20 @@ async def test_two_hundred_concurrent_submits(
     queue = await seeded_queue(gateway, amqp, unique)
     jobs = f"{gateway.namespace}.jobs"
     before = await depth(amqp, jobs)
-    async with httpx.AsyncClient(base_url=gateway.url("/"), timeout=30) as http:
+    # aiohttp's client: the server and the client share this test's event loop, so the client
+    # must be light for the server to be what is measured.
+    http = gateway.client
 
-        async def good(i: int) -> int:
-            body = {"queue": queue, "count": 1, "body": {"i": i}}
-            return (await http.post("/api/batches", json=body)).status_code
+    async def good(i: int) -> int:
+        body = {"queue": queue, "count": 1, "body": {"i": i}}
+        async with http.post("/api/batches", json=body) as resp:
+            return resp.status
 
-        async def bad(i: int) -> int:
-            return (await http.post("/api/batches", json={"queue": queue, "count": -i})).status_code
+    async def bad(i: int) -> int:
+        async with http.post("/api/batches", json={"queue": queue, "count": -i}) as resp:
+            return resp.status
 
-        codes = await asyncio.gather(*(good(i) for i in range(200)), *(bad(i) for i in range(200)))
+    codes = await asyncio.gather(*(good(i) for i in range(200)), *(bad(i) for i in range(200)))
     assert codes[:200] == [202] * 200
     assert codes[200:] == [422] * 200
     # Exactly the accepted jobs are queued for producers (none run here); the queue is untouched.

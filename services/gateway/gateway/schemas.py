@@ -8,7 +8,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, mo
 
 from warren.contracts import MessageProperties
 
-NAME = r"^[^\x00-\x1f]{1,255}$"
+# What the AMQP client library (pamqp) accepts for queue and exchange names; anything else
+# fails inside it, so it is refused here first with a 422 naming the field.
+NAME = r"^[A-Za-z0-9_.:@#,/+ -]{1,255}$"
+EXCHANGE = r"^[A-Za-z0-9_.:@#,/+ -]{0,255}$"
 
 
 def _fits_amqp(value: str) -> str:
@@ -28,7 +31,9 @@ class Request(BaseModel):
 
 class Target(Request):
     queue: str | None = Field(default=None, pattern=NAME, description="Publish to this queue.")
-    exchange: str | None = Field(default=None, max_length=255, description="Or to this exchange.")
+    exchange: str | None = Field(
+        default=None, pattern=EXCHANGE, description="Or to this exchange ('' is the default)."
+    )
     routing_key: str = Field(default="", max_length=255)
 
     @model_validator(mode="after")

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from aiohttp import web
 
 from gateway import keys
 from gateway.errors import HTTPError
+from gateway.schemas import NAME
 from gateway.state import State
 
 log = logging.getLogger(__name__)
+
+_NAME = re.compile(NAME)
 
 
 def state_of(request: web.Request) -> State:
@@ -38,6 +42,8 @@ def name_param(request: web.Request, key: str = "name") -> str:
     value = request.match_info[key]
     if not value or len(value.encode("utf-8", "surrogatepass")) > 255:
         raise HTTPError(400, f"{key} must be 1 to 255 bytes", field=key)
-    if any(ord(c) < 0x20 for c in value):
-        raise HTTPError(400, f"{key} must not contain control characters", field=key)
+    if not _NAME.fullmatch(value):
+        raise HTTPError(
+            400, f"{key} may only hold letters, digits, spaces and _.:@#,/+-", field=key
+        )
     return value
