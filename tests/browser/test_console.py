@@ -270,7 +270,7 @@ def test_rates_chart_and_cancel_a_running_batch(page: Page, stack: Stack) -> Non
     # The chart fills while the batch runs; this is the picture the README shows.
     goto(page, "overview")
     page.wait_for_function(
-        "() => Number(document.getElementById('rates-chart').dataset.active || 0) >= 15",
+        "() => Number(document.getElementById('rates-chart').dataset.active || 0) >= 25",
         timeout=60_000,
     )
     shot = screenshot_path("overview")

@@ -1357,7 +1357,7 @@ function pushRates(data) {
 function niceCeil(value) {
   if (value <= 1) return 1;
   const exp = 10 ** Math.floor(Math.log10(value));
-  for (const step of [1, 2, 2.5, 5, 10]) if (value <= step * exp) return step * exp;
+  for (const step of [1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10]) if (value <= step * exp) return step * exp;
   return 10 * exp;
 }
 
