@@ -5,6 +5,10 @@ aio-pika (and aiohttp on the gateway); run plainly (``python -m consumer``) we d
 so traces work either way. An instrumentation whose declared version range excludes the
 installed library is skipped *silently* by the distro, so :func:`setup` checks what is active
 and reports it (logged as an error and carried in heartbeats).
+
+Warren's own traffic (heartbeats, progress, records) is published :func:`untraced`, so that
+Jaeger shows users' actions only; :func:`shutdown` bounds the last export, so that an
+unreachable collector does not delay a stop. See ``docs/tracing.md``.
 """
 
 from __future__ import annotations
@@ -173,8 +177,12 @@ def _configure_sdk(service: str) -> None:
     if exporters == "otlp" or (exporters != "none" and endpoint):
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        timeout = float(os.environ.get("OTEL_EXPORTER_OTLP_TIMEOUT", _EXPORT_TIMEOUT_S))
-        exporter = OTLPSpanExporter(timeout=timeout)
+        # The user's OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT (seconds) wins, read by the exporter.
+        configured = any(
+            os.environ.get(name)
+            for name in ("OTEL_EXPORTER_OTLP_TIMEOUT", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
+        )
+        exporter = OTLPSpanExporter(timeout=None if configured else _EXPORT_TIMEOUT_S)
         provider.add_span_processor(BatchSpanProcessor(exporter, export_timeout_millis=2000))
         log.info("Exporting traces over OTLP/HTTP to %s", exporter._endpoint)
     trace.set_tracer_provider(provider)
