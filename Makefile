@@ -9,6 +9,7 @@ OTEL_TRACES_EXPORTER ?= none
 export OTEL_TRACES_EXPORTER
 export OTEL_METRICS_EXPORTER ?= none
 export OTEL_LOGS_EXPORTER ?= none
+export OTEL_EXPORTER_OTLP_PROTOCOL ?= http/protobuf
 
 include deploy/compose.mk
 
