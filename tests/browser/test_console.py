@@ -380,12 +380,17 @@ def test_token_is_asked_once(page: Page, tmp_path: Path) -> None:
     secret = uuid.uuid4().hex
     guarded = start_stack(tmp_path, roles=(), WARREN_GATEWAY__TOKEN=secret)
     try:
+        sockets: list[str] = []
+        page.on("websocket", lambda ws: sockets.append(ws.url))
         page.goto(guarded.base_url + "/")
         expect(page.get_by_test_id("token-dialog")).to_be_visible()
         page.get_by_test_id("token-input").fill(secret)
         page.get_by_test_id("token-ok").click()
         expect(page.get_by_test_id("gw-connection")).to_have_text("connected")
         expect(page.get_by_test_id("stream-pill")).to_have_text("live")
+        expect(page.get_by_test_id("token-dialog")).to_be_hidden()
+        assert len(sockets) == 1, sockets  # one stream, opened with the token
+        assert f"token={secret}" in sockets[0]
         page.reload()
         expect(page.get_by_test_id("gw-connection")).to_have_text("connected")
         expect(page.get_by_test_id("token-dialog")).to_be_hidden()

@@ -1254,6 +1254,7 @@ async function loadHistory() {
     // Records that came over the stream while the history was loading stay; duplicates do not.
     state.pendingRecords = state.pendingRecords.filter((r) => !seen.has(key(r)));
     state.records = history.slice(0, MAX_RECORDS);
+    state.receivedTotal = Math.max(state.receivedTotal, state.records.length);
     for (const r of state.records) {
       if (r.queue) state.knownQueues.add(r.queue);
       if (r.worker) state.knownWorkers.add(r.worker);
@@ -1463,6 +1464,7 @@ function renderRates() {
 
 const stream = {
   ws: null,
+  started: false,
   state: "connecting",
   backoff: 500,
   timer: null,
@@ -1475,6 +1477,12 @@ const stream = {
 
   open() {
     clearTimeout(this.timer);
+    this.started = true;
+    if (this.ws) {
+      const old = this.ws;
+      this.ws = null;
+      old.close();
+    }
     let ws;
     try {
       ws = new WebSocket(this.url());
@@ -1521,10 +1529,7 @@ const stream = {
   },
 
   restart() {
-    const ws = this.ws;
-    this.ws = null;
-    if (ws) ws.close();
-    this.open();
+    if (this.started) this.open(); // before the first open, main() opens it
   },
 
   send(message) {
