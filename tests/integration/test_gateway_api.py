@@ -165,6 +165,8 @@ async def test_queue_lifecycle_with_conflict_purge_and_delete(
     assert "x-max-length" in err["error"]
     # ... and the gateway's own channel is unharmed: it still answers and publishes.
     assert (await c.get("/api/health")).status == 200
+    job = await c.post("/api/batches", json={"queue": name, "count": 1})
+    assert job.status == 202, await job.text()
 
     async with amqp.channel() as ch:
         for i in range(4):
@@ -349,7 +351,10 @@ BIG = 1 << 20  # the default body limit
 
 def _bad_requests(queue: str) -> list[tuple[str, str, dict[str, Any], int]]:
     deep = "[" * 5000 + "]" * 5000
-    deep_body = '{"queue": "%s", "body": %s}' % (queue, deep)  # noqa: UP031
+    deep_body = '{"queue": "' + queue + '", "body": ' + deep + "}"
+    inf_body = '{"queue": "' + queue + '", "body": 1e999}'
+    nan_body = '{"queue": "' + queue + '", "body": NaN}'
+    big_int = '{"name": "q", "max_length": ' + "9" * 5000 + "}"
     cases: list[tuple[str, str, dict[str, Any], int]] = [
         ("POST", "/api/queues", {"data": '{"name": ', "ct": "json"}, 400),
         ("POST", "/api/queues", {"data": "", "ct": "json"}, 400),
@@ -365,6 +370,25 @@ def _bad_requests(queue: str) -> list[tuple[str, str, dict[str, Any], int]]:
         ("POST", "/api/queues", {"json": {"name": "a\u0000b"}}, 422),
         ("POST", "/api/queues", {"json": {"name": queue, "type": "stream"}}, 422),
         ("POST", "/api/queues", {"data": deep, "ct": "json"}, 400),
+        (
+            "POST",
+            "/api/queues",
+            {"data": big_int, "ct": "json"},
+            400,
+        ),
+        (
+            "POST",
+            "/api/messages",
+            {"data": inf_body, "ct": "json"},
+            400,
+        ),
+        (
+            "POST",
+            "/api/messages",
+            {"data": nan_body, "ct": "json"},
+            400,
+        ),
+        ("POST", "/api/queues", {"data": b'{"name": "\xff\xfe"}', "ct": "json"}, 400),
         ("POST", "/api/queues", {"data": "x" * (BIG + 1), "ct": "json"}, 413),
         ("POST", "/api/queues", {"data": "name=x", "ct": "form"}, 415),
         ("POST", "/api/queues", {"data": '{"name": "x"}', "ct": "text"}, 415),
@@ -445,7 +469,8 @@ async def test_bad_input_on_every_endpoint_is_a_named_4xx_and_changes_nothing(
             if "json" in kw:
                 kwargs["json"] = kw["json"]
             if "data" in kw:
-                kwargs["content"] = kw["data"].encode()
+                data = kw["data"]
+                kwargs["content"] = data if isinstance(data, bytes) else data.encode()
                 ctype = CONTENT_TYPES[kw["ct"]]
                 kwargs["headers"] = {"Content-Type": ctype} if ctype else {}
             resp = await http.request(method, path, **kwargs)
@@ -569,6 +594,30 @@ async def test_event_stream_batches_and_pause(gateway: Gateway) -> None:
         state.hub.publish("job", {"job_id": "after"})
         msg = await asyncio.wait_for(ws.receive(), 5)
         assert any(e["data"].get("job_id") == "after" for e in json.loads(msg.data))
+
+
+async def test_a_client_that_falls_behind_is_told_what_it_missed(gateway: Gateway) -> None:
+    state = gateway.app[keys.STATE]
+    async with gateway.client.session.ws_connect(gateway.url("/api/events")) as ws:
+        for _ in range(50):  # until the subscription exists
+            if len(state.hub):
+                break
+            await asyncio.sleep(0.05)
+        for i in range(12_000):  # more than a subscriber buffers (5,000), at once
+            state.hub.publish("job", {"i": i})
+        events: list[dict[str, Any]] = []
+        async with asyncio.timeout(10):
+            while not any(e["data"].get("i") == 11_999 for e in events if e["type"] == "job"):
+                events += json.loads((await ws.receive()).data)
+        dropped = sum(e["data"]["count"] for e in events if e["type"] == "dropped")
+        jobs = [e for e in events if e["type"] == "job"]
+        assert dropped + len(jobs) == 12_000
+        assert dropped >= 7_000
+        # A client frame over the size limit ends that client's stream, nothing else.
+        await ws.send_str("x" * 100_000)
+        msg = await asyncio.wait_for(ws.receive(), 5)
+        assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.ERROR)
+    assert (await gateway.client.get("/api/health")).status == 200
 
 
 def test_subscriber_buffer_is_bounded() -> None:

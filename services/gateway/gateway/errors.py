@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -164,8 +165,22 @@ async def read_json(request: web.Request) -> Any:
     if not raw:
         raise HTTPError(400, "the request body is empty: expected a JSON object")
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_float=_finite_float, parse_constant=_no_constant)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise HTTPError(400, f"malformed JSON: {exc}") from exc
     except RecursionError as exc:
         raise HTTPError(400, "JSON nested too deeply") from exc
+    except ValueError as exc:
+        # Integers over Python's digit limit, NaN/Infinity, floats that overflow.
+        raise HTTPError(400, f"malformed JSON: {str(exc)[:200]}") from exc
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number out of range: {text[:40]}")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")

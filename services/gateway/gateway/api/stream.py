@@ -43,7 +43,8 @@ async def clear_received(request: web.Request) -> web.Response:
 
 @routes.get("/api/events")
 async def events(request: web.Request) -> web.WebSocketResponse:
-    ws = web.WebSocketResponse(heartbeat=20)
+    # Clients only send small commands ({"pause": ...}): a big frame is refused by aiohttp.
+    ws = web.WebSocketResponse(heartbeat=20, max_msg_size=64 * 1024)
     await ws.prepare(request)
     sockets = request.app[keys.SOCKETS]
     sockets.add(ws)
@@ -53,6 +54,10 @@ async def events(request: web.Request) -> web.WebSocketResponse:
         while not ws.closed:
             await sub.ready.wait()
             batch = sub.drain()
+            if sub.dropped:
+                # The client fell behind and its oldest events were dropped: say so, once.
+                batch.insert(0, {"type": "dropped", "data": {"count": sub.dropped}})
+                sub.dropped = 0
             if batch:
                 await ws.send_str(json.dumps(batch))
             # Batch events: at most ~10 frames a second per client, whatever the record rate.
