@@ -23,7 +23,8 @@ install: ## install the locked dependencies into .venv (uv sync --frozen)
 
 .PHONY: dev
 dev: install ## run gateway, producer and CONSUMERS=N consumers as local processes (Ctrl+C stops)
-	uv run honcho start -f Procfile -c consumer=$(CONSUMERS)
+	@# The settings' defaults are .env's; no env file, so WARREN_* from the shell always win.
+	uv run honcho start -e /dev/null -f Procfile -c consumer=$(CONSUMERS)
 
 .PHONY: test
 test: install ## run every test tier against the local RabbitMQ (unit, integration, system, browser, faults)
