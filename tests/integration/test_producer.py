@@ -263,3 +263,26 @@ async def test_blocked_broker_gives_a_timeout_not_a_hang(
     state = await asyncio.wait_for(run(publisher, routing_key=queue.name, body=2), 20)
     assert (state.status, state.confirmed) == ("done", 1)
     await asyncio.to_thread(rabbit_node.delete_queue, queue.name)
+
+
+@pytest.mark.faults
+async def test_a_refused_publish_fails_at_once_not_after_retrying(
+    rabbit_node: RabbitNode, unique: Callable[[str], str]
+) -> None:
+    user = unique("no-write")
+    await asyncio.to_thread(rabbit_node.rabbitmqctl, "add_user", user, "pw")
+    await asyncio.to_thread(
+        rabbit_node.rabbitmqctl, "set_permissions", "-p", "/", user, ".*", "^$", ".*"
+    )
+    url = rabbit_node.amqp_url.replace("guest:guest", f"{user}:pw")
+    connection = await aio_pika.connect_robust(url, reconnect_interval=0.5)
+    try:
+        state = await asyncio.wait_for(
+            run(make_publisher(connection), exchange="amq.direct", routing_key="k", body=1), 20
+        )
+        assert (state.status, state.error_kind, state.confirmed) == ("failed", "other", 0)
+        assert state.retried == 0
+        assert "refused" in (state.error or "")
+    finally:
+        await connection.close()
+        await asyncio.to_thread(rabbit_node.rabbitmqctl, "delete_user", user)

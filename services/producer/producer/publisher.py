@@ -168,6 +168,13 @@ class MessageFactory:
         )
 
 
+_REFUSALS = (
+    aiormq.exceptions.ChannelAccessRefused,
+    aiormq.exceptions.ChannelPreconditionFailed,
+    aiormq.exceptions.ChannelLockedResource,
+)
+
+
 class Publisher:
     """Publishes a job's messages on its own confirm channel (one job's 404 stays its own)."""
 
@@ -199,6 +206,8 @@ class Publisher:
             await probe.declare_exchange(job.exchange, passive=True, timeout=self._timeout)
         except aiormq.exceptions.ChannelNotFoundEntity as exc:
             raise JobFailed("not_found", f"exchange {job.exchange!r} does not exist") from exc
+        except _REFUSALS as exc:
+            raise JobFailed("other", f"exchange {job.exchange!r} refused: {exc}") from exc
         finally:
             if not probe.is_closed:
                 await probe.close()
@@ -315,6 +324,11 @@ class Publisher:
                 return
             except aiormq.exceptions.ChannelNotFoundEntity as exc:
                 raise JobFailed("not_found", f"exchange {job.exchange!r} does not exist") from exc
+            except _REFUSALS as exc:
+                # The broker closed the channel on purpose (e.g. 403: this user may not write
+                # to the exchange): a retry would be refused the same way.
+                state.failed += 1
+                raise JobFailed("other", f"the broker refused the publish: {exc}") from exc
             except TimeoutError as exc:
                 raise self._timed_out(state) from exc
             except asyncio.CancelledError as exc:
