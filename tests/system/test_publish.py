@@ -462,3 +462,36 @@ def test_a_job_cancelled_while_queued_never_runs(
     result = stack.wait_batch(waiting, timeout=30)
     assert (result["status"], result["confirmed"], result["published"]) == ("cancelled", 0, 0)
     assert broker.depth(queue) == stopped.json()["confirmed"]
+
+
+def test_a_producer_stopping_mid_job_hands_it_to_another(
+    stack_factory: Callable[..., Stack],
+) -> None:
+    stack = stack_factory(consumers=0, producers=0)
+    procs = {
+        name: stack.add_producer(name, env={"WARREN_REPLICA_ID": name})
+        for name in ("p-one", "p-two")
+    }
+    wait_until(lambda: len(stack.replicas("producer")) == 2, timeout=30, what="two producers")
+    queue = stack.create_queue()
+    job_id = batch(stack, {"queue": queue, "count": 5_000_000, "concurrency": 2, "body": "s"})
+    running = wait_until(
+        lambda: (j := stack.http.get(f"/api/batches/{job_id}").json())["confirmed"] > 100 and j,
+        timeout=30,
+        what="the batch to be under way",
+    )
+    victim = running["producer"]
+    assert procs[victim].terminate(timeout=30) == 0
+    taken_over = wait_until(
+        lambda: (
+            (j := stack.http.get(f"/api/batches/{job_id}").json())["producer"] != victim
+            and j["status"] == "running"
+            and j
+        ),
+        timeout=30,
+        what="the other producer to run the job",
+    )
+    assert taken_over["redelivered"] is True
+    stopped = stack.http.delete(f"/api/batches/{job_id}")
+    assert stopped.status_code == 200, stopped.text
+    assert stopped.json()["status"] == "cancelled"

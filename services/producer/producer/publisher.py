@@ -60,6 +60,7 @@ class JobState:
     trace_id: str | None = None
     cancelled: bool = False
     redelivered: bool = False
+    interrupted: bool = False  # stopped because this replica shuts down, not by the user
 
     def progress(self, *, final: bool = False) -> JobProgress:
         elapsed = time.monotonic() - self.started

@@ -112,7 +112,7 @@ class ProducerService:
             log.info("Waiting for %d running job(s)", len(self._tasks))
             _, pending = await asyncio.wait(self._tasks, timeout=timeout)
             for state in self._running.values():
-                state.cancelled = True
+                state.interrupted = state.cancelled = True
             if pending:
                 await asyncio.wait(pending, timeout=2)
         await self._send_heartbeat(stopping=True)
@@ -172,6 +172,9 @@ class ProducerService:
             self._running.pop(job.job_id, None)
             for key in ("published", "confirmed", "returned"):
                 self._counters[key] += getattr(state, key)
+        if state.interrupted and state.status == "cancelled":
+            await self._hand_back(state, message)
+            return
         final = state.progress(final=True)
         telemetry.annotate(
             {
@@ -205,6 +208,26 @@ class ProducerService:
             # The channel went away: the job will be redelivered and run again; its messages
             # carry the same ids, so consumers can de-duplicate.
             log.warning("Could not ack job %s: %r", job.job_id, exc)
+
+    async def _hand_back(self, state: JobState, message: AbstractIncomingMessage) -> None:
+        """This replica stops mid-job: requeue the job so another replica runs it (again, from
+        the start: it will say ``redelivered``), instead of reporting a cancel nobody asked for."""
+        log.warning(
+            "Stopping mid-job %s after %d/%d confirmed: handing it back to the queue",
+            state.job.job_id,
+            state.confirmed,
+            state.job.count,
+        )
+        state.status = "queued"
+        state.error = (
+            f"producer {self.replica} stopped after {state.confirmed} confirmed; "
+            "the job is queued again and will run from the start (duplicates possible)"
+        )
+        await self._send_progress(state.progress())
+        try:
+            await message.nack(requeue=True)
+        except Exception as exc:  # the broker requeues it anyway when the channel closes
+            log.warning("Could not requeue job %s: %r", state.job.job_id, exc)
 
     async def _report_progress(self, state: JobState) -> None:
         """Report on a fixed grid, so a slow confirm of one report does not stretch the gap."""
