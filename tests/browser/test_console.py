@@ -121,7 +121,7 @@ def test_publish_appears_in_live_list_with_detail(page: Page, stack: Stack) -> N
     expect(page.get_by_test_id("md-trace")).to_have_attribute(
         "href", re.compile(r"^https?://.+/trace/[0-9a-f]{32}")
     )
-    page.screenshot(path=str(screenshot_path("message-detail")), full_page=True)
+    page.screenshot(path=str(screenshot_path("message-detail")))
     assert not script_errors(page)
 
 
@@ -218,6 +218,45 @@ def test_pause_filters_and_clear_history(page: Page, stack: Stack) -> None:
     expect(row).to_have_count(0)
     expect(page.get_by_test_id("messages-count")).to_contain_text("0 shown")
     assert stack.get(f"/api/messages/received?queue={first}")["messages"] == []
+    assert not script_errors(page)
+
+
+def test_queue_options_detail_and_bad_input(page: Page, stack: Stack) -> None:
+    queue = unique("quorum")
+    open_console(page, stack)
+    goto(page, "queues")
+    form = page.get_by_test_id("queue-form")
+
+    # Bad input: the API's message is shown next to the button, nothing is created.
+    page.get_by_test_id("queue-name").fill(f"{queue}-café")
+    page.get_by_test_id("queue-create").click()
+    expect(form.locator("[data-role=error]")).to_contain_text("name")
+    expect(page.get_by_test_id("queue-name")).to_have_class(re.compile("invalid"))
+    expect(queue_row(page, f"{queue}-café")).to_have_count(0)
+    page.get_by_test_id("queue-name").fill(queue)
+
+    stack.queues.append(queue)
+    page.get_by_test_id("queue-type").select_option("quorum")
+    page.get_by_test_id("queue-dead-letter").check()
+    form.locator("input[name=delivery_limit]").fill("2")
+    form.locator("input[name=message_ttl]").fill("60000")
+    form.locator("input[name=max_length]").fill("1000")
+    page.get_by_test_id("queue-create").click()
+    row = queue_row(page, queue)
+    expect(row.locator('[data-field="type"]')).to_have_text("quorum")
+    expect(row.locator('[data-field="dead_letter_queue"]')).to_have_text(
+        f"dead letters → {queue}.dlq"
+    )
+
+    row.get_by_test_id("queue-detail").click()
+    expect(page.get_by_test_id("queue-dialog")).to_be_visible()
+    expect(page.get_by_test_id("qd-name")).to_have_text(queue)
+    arguments = page.locator("#qd-arguments")
+    expect(arguments).to_contain_text("x-message-ttl")
+    expect(arguments).to_contain_text("60000")
+    expect(arguments).to_contain_text("x-max-length")
+    expect(arguments).to_contain_text("x-dead-letter-routing-key")
+    page.screenshot(path=str(screenshot_path("queue-detail")))
     assert not script_errors(page)
 
 
@@ -364,7 +403,7 @@ def test_script_body_stays_inert(page: Page, stack: Stack) -> None:
     assert dialogs == []
     injected = page.locator("#messages-table img, #message-dialog img, #message-dialog script")
     assert injected.count() == 0
-    page.screenshot(path=str(screenshot_path("script-body-inert")), full_page=True)
+    page.screenshot(path=str(screenshot_path("script-body-inert")))
 
 
 def test_security_headers(stack: Stack) -> None:

@@ -600,7 +600,12 @@ function queueRow(name) {
   row = h(
     "tr",
     { dataset: { testid: "queue-row", queue: name } },
-    h("td", {}, h("button", { type: "button", class: "link mono", "data-action": "detail", "data-testid": "queue-detail", text: name })),
+    h(
+      "td",
+      { class: "name-cell" },
+      h("button", { type: "button", class: "link mono", "data-action": "detail", "data-testid": "queue-detail", text: name }),
+      h("span", { class: "sub mono", dataset: { field: "dead_letter_queue" } }),
+    ),
     cell("type", ""),
     cell("messages_ready"),
     cell("messages_unacked"),
@@ -609,7 +614,6 @@ function queueRow(name) {
     cell("rate_publish"),
     cell("rate_deliver"),
     cell("rate_ack"),
-    cell("dead_letter_queue", "mono"),
     h(
       "td",
       { class: "actions-cell" },
@@ -642,7 +646,7 @@ function renderQueues() {
     set("rate_publish", rates && q.rates ? fmtRate(q.rates.publish) : "–");
     set("rate_deliver", rates && q.rates ? fmtRate(q.rates.deliver) : "–");
     set("rate_ack", rates && q.rates ? fmtRate(q.rates.ack) : "–");
-    set("dead_letter_queue", q.dead_letter_queue || "");
+    set("dead_letter_queue", q.dead_letter_queue ? `dead letters → ${q.dead_letter_queue}` : "");
     tbody.append(row); // appending an attached row moves it: keeps the sorted order
   }
   for (const [name, row] of queueRows) {
