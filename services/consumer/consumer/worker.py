@@ -117,8 +117,9 @@ class Worker:
         self._publish_channel: AbstractChannel | None = None
         self._control_queue: AbstractQueue | None = None
         self._seen: OrderedDict[str, None] = OrderedDict()
-        # Message ids being processed right now: a second copy waits for the first's outcome.
-        self._pending_ids: dict[str, asyncio.Event] = {}
+        # Message ids being processed right now: a second copy waits for the first's outcome
+        # (the event is only made when a second copy shows up: the common case allocates none).
+        self._pending_ids: dict[str, asyncio.Event | None] = {}
         # One control command at a time per queue (a stop must not overtake a start).
         self._queue_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._ack_lost_logged = False
@@ -338,18 +339,23 @@ class Worker:
         message_id = message.message_id
         if not self.settings.consumer.dedup_window or message_id is None:
             return await self._process(qc, message, None)
-        while (pending := self._pending_ids.get(message_id)) is not None:
+        pending = self._pending_ids
+        while message_id in pending:
             # Another copy is in flight here: its outcome decides whether this one is needed.
-            await pending.wait()
+            waiter = pending[message_id]
+            if waiter is None:
+                waiter = pending[message_id] = asyncio.Event()
+            await waiter.wait()
         if message_id in self._seen:
             await self._settle(message.ack())
             return "duplicate", None, _attempts(message, message.headers or {})
-        done = self._pending_ids[message_id] = asyncio.Event()
+        pending[message_id] = None
         try:
             return await self._process(qc, message, message_id)
         finally:
-            del self._pending_ids[message_id]
-            done.set()
+            waiter = pending.pop(message_id)
+            if waiter is not None:
+                waiter.set()
 
     async def _process(
         self, qc: QueueConsumer, message: AbstractIncomingMessage, dedup_id: str | None
