@@ -28,6 +28,7 @@ def make_publisher(connection: AbstractRobustConnection, *, timeout: float = 5) 
 async def run(publisher: Publisher, **job: Any) -> JobState:
     state = JobState(job=PublishJob(**job), producer="test")
     await publisher.run(state)
+    await publisher.close()
     return state
 
 
@@ -258,6 +259,12 @@ async def test_blocked_broker_gives_a_timeout_not_a_hang(
         state = await asyncio.wait_for(run(publisher, routing_key=queue.name, body=1), 10)
         assert (state.status, state.error_kind) == ("failed", "timeout")
         assert (state.confirmed, state.failed) == (0, 1)
+        # A batch's messages time out together: the job fails, it does not retry forever.
+        many = await asyncio.wait_for(
+            run(publisher, batch=True, count=1_000_000, concurrency=50, routing_key=queue.name),
+            15,
+        )
+        assert (many.status, many.error_kind, many.confirmed) == ("failed", "timeout", 0)
     finally:
         await asyncio.to_thread(rabbit_node.memory_alarm, False)
     state = await asyncio.wait_for(run(publisher, routing_key=queue.name, body=2), 20)

@@ -61,6 +61,7 @@ class JobState:
     cancelled: bool = False
     redelivered: bool = False
     interrupted: bool = False  # stopped because this replica shuts down, not by the user
+    last_answer: float = field(default_factory=time.monotonic)  # the broker's latest answer
 
     def progress(self, *, final: bool = False) -> JobProgress:
         elapsed = time.monotonic() - self.started
@@ -191,6 +192,7 @@ class Publisher:
     ) -> None:
         self._connection = connection
         self._max_window = max_window
+        self._closing: set[asyncio.Task[None]] = set()
         self._timeout = publish_timeout
         self._retry_deadline = retry_deadline
         self._trace_first = trace_first
@@ -202,17 +204,50 @@ class Publisher:
             return channel.default_exchange
         # A passive check on a throwaway channel: a missing exchange closes the channel it is
         # asked on (404), and it must not be the job's publishing channel.
-        probe = await self._connection.channel(publisher_confirms=False)
+        probe = await self._open(publisher_confirms=False)
         try:
             await probe.declare_exchange(job.exchange, passive=True, timeout=self._timeout)
         except aiormq.exceptions.ChannelNotFoundEntity as exc:
             raise JobFailed("not_found", f"exchange {job.exchange!r} does not exist") from exc
         except _REFUSALS as exc:
             raise JobFailed("other", f"exchange {job.exchange!r} refused: {exc}") from exc
+        except TimeoutError as exc:
+            raise JobFailed("timeout", f"no answer within {self._timeout:g} s") from exc
         finally:
-            if not probe.is_closed:
-                await probe.close()
+            self._close_later(probe)
         return await channel.get_exchange(job.exchange, ensure=False)
+
+    async def _open(self, **options: Any) -> AbstractChannel:
+        """A channel, or ``JobFailed``: a blocked broker does not even answer Channel.Open."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await self._connection.channel(**options)
+        except TimeoutError as exc:
+            raise JobFailed(
+                "timeout",
+                f"could not open a channel within {self._timeout:g} s "
+                "(broker blocked by a resource alarm, or the network is partitioned)",
+            ) from exc
+
+    def _close_later(self, channel: AbstractChannel) -> None:
+        """Close a channel without making the job's result wait for the broker's answer."""
+        if channel.is_closed:
+            return
+
+        async def close() -> None:
+            try:
+                await asyncio.wait_for(channel.close(), 10)
+            except Exception as exc:  # the job's outcome is already known
+                log.debug("Closing a job channel failed: %s", exc)
+
+        task = asyncio.create_task(close(), name="close-job-channel")
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def close(self) -> None:
+        """Let channel closes still in progress finish (bounded)."""
+        if self._closing:
+            await asyncio.wait(set(self._closing), timeout=5)
 
     def _traced(self, seq: int) -> bool:
         if seq < self._trace_first:
@@ -249,7 +284,11 @@ class Publisher:
             if span_ctx.is_valid
             else None
         )
-        channel = await self._connection.channel(publisher_confirms=True, on_return_raises=False)
+        try:
+            channel = await self._open(publisher_confirms=True, on_return_raises=False)
+        except JobFailed as exc:
+            state.status, state.error, state.error_kind = "failed", str(exc), exc.kind
+            return
         try:
             exchange = await self._target(channel, job)
             if on_start is not None:
@@ -285,11 +324,7 @@ class Publisher:
             state.status = "failed"
             state.error, state.error_kind = str(exc), exc.kind
         finally:
-            if not channel.is_closed:
-                try:
-                    await asyncio.wait_for(channel.close(), 5)
-                except Exception as exc:  # the job's outcome is already known
-                    log.debug("Closing job channel failed: %s", exc)
+            self._close_later(channel)
         if state.status == "running":
             state.status = "cancelled" if state.cancelled else "done"
             if not job.batch and state.confirmed != 1 and state.error is None:
@@ -331,6 +366,9 @@ class Publisher:
                 state.failed += 1
                 raise JobFailed("other", f"the broker refused the publish: {exc}") from exc
             except TimeoutError as exc:
+                if self._still_answering(state):
+                    retried = self._count_retry(state, retried)
+                    continue
                 raise self._timed_out(state) from exc
             except asyncio.CancelledError as exc:
                 task = asyncio.current_task()
@@ -339,12 +377,16 @@ class Publisher:
                 # aiormq cancels a pending publish from inside when its own timeout fires or
                 # when the channel goes away under it: which one decides what it means.
                 if self._usable(channel):
+                    if self._still_answering(state):
+                        retried = self._count_retry(state, retried)
+                        continue
                     raise self._timed_out(state) from exc
                 error: BaseException = exc
             except CONNECTION_ERRORS as exc:
                 error = exc
             else:
                 state.published += 1
+                state.last_answer = time.monotonic()
                 if isinstance(result, DeliveredMessage):
                     state.returned += 1
                     self._fail_single(
@@ -368,9 +410,23 @@ class Publisher:
                     "connection",
                     f"broker unreachable for {self._retry_deadline:g} s: {error!r}",
                 ) from error
-            if not retried:
-                retried = True
-                state.retried += 1
+            retried = self._count_retry(state, retried)
+
+    @staticmethod
+    def _count_retry(state: JobState, retried: bool) -> bool:
+        if not retried:
+            state.retried += 1
+        return True
+
+    def _still_answering(self, state: JobState) -> bool:
+        """A batch message timed out, yet the broker answered others within the timeout: it
+        was only slow (queued behind a wide window on a busy machine), so send it again. A
+        blocked or partitioned broker answers nothing, and the job fails within two timeouts."""
+        return (
+            state.job.batch
+            and not state.cancelled
+            and time.monotonic() - state.last_answer < self._timeout
+        )
 
     def _timed_out(self, state: JobState) -> JobFailed:
         state.failed += 1

@@ -115,6 +115,8 @@ class ProducerService:
                 state.interrupted = state.cancelled = True
             if pending:
                 await asyncio.wait(pending, timeout=2)
+        if self._publisher is not None:
+            await self._publisher.close()
         await self._send_heartbeat(stopping=True)
         await cancel_and_wait(self._heartbeat_task)
         if self.connection is not None:
