@@ -499,7 +499,12 @@ function renderReplicas() {
       "tr",
       { class: st === "lost" ? "lost" : "", dataset: { testid: "replica-row", replica: data.replica, role: data.role, state: st } },
       h("td", {}, pill(data.role, data.role === "producer" ? "info" : "")),
-      h("td", { class: "mono" }, data.replica, h("span", { class: "sub", text: `${data.host || "?"} · pid ${data.pid ?? "?"}` })),
+      h(
+        "td",
+        { class: "mono", title: Object.entries(hb.versions || {}).map(([lib, ver]) => `${lib} ${ver}`).join("\n") || null },
+        data.replica,
+        h("span", { class: "sub", text: `${data.host || "?"} · pid ${data.pid ?? "?"}` }),
+      ),
       h("td", {}, pill(st, tone(st), { "data-testid": "replica-state" })),
       h("td", { text: fmtAgo(now - entry.seenAt) }),
       h("td", {}, pill(hb.connection || "–", tone(hb.connection))),
@@ -1136,7 +1141,7 @@ function recordMatches(r) {
 function messageRow(r) {
   const row = h(
     "tr",
-    { class: "clickable", dataset: { testid: "message-row", messageId: r.message_id || "", queue: r.queue, outcome: r.outcome } },
+    { class: "clickable", tabindex: "0", dataset: { testid: "message-row", messageId: r.message_id || "", queue: r.queue, outcome: r.outcome } },
     h("td", { class: "mono", text: fmtTime(r.processed_at || r.received_at) }),
     h("td", { class: "mono", text: r.queue }),
     h("td", { class: "mono", text: r.worker }),
@@ -1227,9 +1232,11 @@ function renderMessageCount() {
   const shown = view.filtered.length;
   $("#messages-empty").hidden = shown > 0;
   const filtered = state.filter.queue || state.filter.worker || state.filter.text;
+  const sampled = (state.status && state.status.gateway && state.status.gateway.records_sampled_out) || 0;
   setText(
     "messages-count",
-    `${fmtNum(shown)} shown${filtered ? ` of ${fmtNum(state.records.length)}` : ""} · newest ${MAX_RECORDS} kept${state.paused ? " · paused" : ""}`,
+    `${fmtNum(shown)} shown${filtered ? ` of ${fmtNum(state.records.length)}` : ""} · newest ${MAX_RECORDS} kept` +
+      `${sampled ? ` · ${fmtNum(sampled)} sampled out at high rates (counters stay exact)` : ""}${state.paused ? " · paused" : ""}`,
   );
   setText("nav-messages-count", fmtNum(state.receivedTotal));
 }
@@ -1637,10 +1644,14 @@ function wire() {
 
   $("#messages-pause").addEventListener("click", () => setPaused(!state.paused));
   $("#messages-clear").addEventListener("click", clearHistory);
-  $("#messages-table tbody").addEventListener("click", (event) => {
+  const openRow = (event) => {
     const row = event.target.closest("tr");
     const record = row && rowRecords.get(row);
     if (record) showMessageDetail(record);
+  };
+  $("#messages-table tbody").addEventListener("click", openRow);
+  $("#messages-table tbody").addEventListener("keydown", (event) => {
+    if (event.key === "Enter") openRow(event);
   });
   $("#messages-wrap").addEventListener("scroll", () => markDirty("messages-view"), { passive: true });
   const applyFilter = () => {
