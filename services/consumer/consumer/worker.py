@@ -33,6 +33,7 @@ from opentelemetry import trace
 from pydantic import TypeAdapter, ValidationError
 
 from consumer import handlers
+from consumer.acks import AckWindow
 from consumer.reporting import RecordBatcher, RecordSampler
 from consumer.settings import ConsumerSettings
 from warren import amqp, telemetry
@@ -81,6 +82,7 @@ class QueueConsumer:
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     waiter: asyncio.Task[None] | None = None
     warned_no_dlq: bool = False
+    acks: AckWindow | None = None
 
     def info(self) -> ConsumedQueue:
         return ConsumedQueue(
@@ -219,6 +221,7 @@ class Worker:
             return
         assert self.connection is not None
         qc = QueueConsumer(name=name, prefetch=prefetch, delivery_limit=limit, scope=scope)
+        qc.acks = AckWindow(self._settle)
         qc.idle.set()
         self.consumers[name] = qc
         qc.channel = await self.connection.channel()
@@ -282,12 +285,17 @@ class Worker:
                 qc.name,
                 timeout,
             )
+        if qc.acks is not None:
+            await close_quietly(qc.acks.flush, what=f"acks of {qc.name}", timeout=3)
         if qc.channel is not None:
             await close_quietly(qc.channel.close, what=f"channel of {qc.name}", timeout=3)
         self.consumers.pop(qc.name, None)
         log.info("Stopped consuming %s (%d processed)", qc.name, qc.processed)
 
     async def _on_message(self, qc: QueueConsumer, message: AbstractIncomingMessage) -> None:
+        acks = qc.acks
+        assert acks is not None
+        acks.received(message)
         qc.in_flight += 1
         qc.idle.clear()
         self.in_flight += 1
@@ -295,11 +303,17 @@ class Worker:
         started = time.perf_counter()
         try:
             outcome, error, attempts = await self._handle(qc, message)
+        except Exception as exc:  # a bug of ours: give the message back, never drop it
+            log.exception("Handling a message of %s failed", qc.name)
+            await self._nack_later(message)
+            outcome, error, attempts = "requeued", f"{type(exc).__name__}: {exc}", 1
         finally:
             qc.in_flight -= 1
             self.in_flight -= 1
             if qc.in_flight == 0:
                 qc.idle.set()
+        # Not on cancellation: an unsettled message must keep blocking a multiple ack.
+        acks.settled(message)
         qc.processed += 1
         c = self.counters
         c["processed"] += 1
@@ -386,7 +400,8 @@ class Worker:
             self._seen[dedup_id] = None
             if len(self._seen) > self.settings.consumer.dedup_window:
                 self._seen.popitem(last=False)
-        await self._settle(message.ack())
+        assert qc.acks is not None
+        qc.acks.ack_soon(message)
         return "acked", None, attempts
 
     async def _settle(self, settle: Awaitable[Any]) -> bool:
