@@ -23,11 +23,6 @@ PUBLISH_TIMEOUT = 3
 DETECT_BOUND = 3 * (HEARTBEAT + 1) + 4
 
 
-@pytest.mark.xfail(
-    reason="known bug: the gateway's exclusive events queue dies with its connection, so a job "
-    "that finishes during the partition stays 'running' in GET /api/batches (docs/faults.md)",
-    strict=False,
-)
 def test_gateway_partitioned_from_broker(
     node: RabbitNode,
     service_factory: Callable[..., Any],

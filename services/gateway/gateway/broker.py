@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 _events = TypeAdapter[Any](Event)
 
+EVENTS_QUEUE_EXPIRES_MS = 60_000
+
 
 class BrokerUnavailable(Exception):
     """The gateway has no usable broker connection right now (HTTP 503)."""
@@ -102,11 +104,18 @@ class GatewayBroker:
         await amqp.declare_jobs_queue(self._channel, self.topology, self._exchanges)
         events_channel = await connection.channel()
         await events_channel.set_qos(prefetch_count=200)
+        # Not exclusive: an exclusive queue dies with the connection, so events sent while the
+        # gateway is cut off (a job's final result, say) would be lost. This one outlives a
+        # reconnect and expires a minute after the gateway is gone for good.
         self._events_queue = await events_channel.declare_queue(
             self.topology.gateway_queue(self.instance),
-            exclusive=True,
-            auto_delete=True,
-            arguments={"x-max-length": 100_000, "x-overflow": "drop-head"},
+            durable=False,
+            auto_delete=False,
+            arguments={
+                "x-max-length": 100_000,
+                "x-overflow": "drop-head",
+                "x-expires": EVENTS_QUEUE_EXPIRES_MS,
+            },
         )
         await self._events_queue.bind(self._exchanges.events, EVENTS_ALL)
         await self._events_queue.consume(self._on_event, no_ack=True)
