@@ -18,7 +18,7 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import aio_pika
 import aiormq
@@ -55,6 +55,8 @@ from warren.contracts import (
 from warren.lifecycle import cancel_and_wait, close_quietly, touch_health_file
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _control = TypeAdapter[Any](ControlMessage)
 
@@ -443,8 +445,10 @@ class Worker:
             type=message.type,
             app_id=message.app_id,
         )
-        result = await self._publish_channel.default_exchange.publish(
-            copy, routing_key, mandatory=True, timeout=self.settings.amqp.publish_timeout
+        result = await _bounded(
+            self._publish_channel.default_exchange.publish(
+                copy, routing_key, mandatory=True, timeout=self.settings.amqp.publish_timeout
+            )
         )
         return not isinstance(result, DeliveredMessage)
 
@@ -644,17 +648,22 @@ class Worker:
     @telemetry.internal
     async def _send_records(self, batch: RecordBatch) -> None:
         assert self._exchanges is not None
-        await self._exchanges.events.publish(
-            amqp.encode(batch),
-            records_key(self.replica),
-            timeout=self.settings.amqp.publish_timeout,
+        await _bounded(
+            self._exchanges.events.publish(
+                amqp.encode(batch),
+                records_key(self.replica),
+                timeout=self.settings.amqp.publish_timeout,
+            )
         )
         self.counters["records_sent"] += len(batch.records)
         self.counters["records_sampled_out"] += batch.sampled_out
 
     async def _heartbeats(self) -> None:
         while True:
-            await self._send_heartbeat()
+            try:
+                await self._send_heartbeat()
+            except Exception:  # the heartbeat must outlive any one failure
+                log.exception("Heartbeat failed")
             await asyncio.sleep(self.settings.heartbeat_interval)
 
     @telemetry.internal
@@ -684,8 +693,10 @@ class Worker:
             stopping=self._stopping,
         )
         try:
-            await self._exchanges.events.publish(
-                amqp.encode(beat), heartbeat_key("consumer", self.replica), timeout=2
+            await _bounded(
+                self._exchanges.events.publish(
+                    amqp.encode(beat), heartbeat_key("consumer", self.replica), timeout=2
+                )
             )
         except Exception as exc:
             log.debug("Heartbeat not sent: %s", exc)
@@ -700,6 +711,21 @@ _COUNTER: dict[str, str] = {
     "dead_lettered": "dead_lettered",
     "duplicate": "duplicates",
 }
+
+
+async def _bounded(publish: Awaitable[T]) -> T:
+    """Await a confirmed publish; aiormq's own timeout surfaces as ``TimeoutError``.
+
+    When its timeout fires aiormq raises ``CancelledError`` (seen here): let through, it would
+    end the caller's task (the heartbeat or record loop) as if it had been cancelled.
+    """
+    try:
+        return await publish
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        raise TimeoutError("the broker did not confirm in time") from None
 
 
 def _attempts(message: AbstractIncomingMessage, headers: dict[str, Any]) -> int:
