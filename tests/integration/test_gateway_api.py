@@ -28,10 +28,12 @@ pytestmark = [pytest.mark.broker]
 MGMT = "http://127.0.0.1:15672"
 
 
-def _cleanup_namespace(namespace: str, queues: list[str]) -> None:
+def _cleanup_namespace(namespace: str, queues: list[str], exchanges: list[str]) -> None:
     with httpx.Client(base_url=MGMT, auth=("guest", "guest"), timeout=5) as mgmt:
         for name in queues:
             mgmt.delete(f"/api/queues/%2F/{name}")
+        for name in exchanges:
+            mgmt.delete(f"/api/exchanges/%2F/{name}")
         for q in mgmt.get("/api/queues/%2F", params={"columns": "name"}).json():
             if q["name"].startswith(f"{namespace}."):
                 mgmt.delete(f"/api/queues/%2F/{q['name']}")
@@ -45,6 +47,7 @@ class Gateway:
         self.client = client
         self.namespace = namespace
         self.created: list[str] = []
+        self.exchanges: list[str] = []
 
     @property
     def app(self) -> web.Application:
@@ -75,7 +78,7 @@ async def gateway_factory(
     yield make
     for gw in made:
         await gw.client.close()
-        await asyncio.to_thread(_cleanup_namespace, gw.namespace, gw.created)
+        await asyncio.to_thread(_cleanup_namespace, gw.namespace, gw.created, gw.exchanges)
 
 
 @pytest.fixture
@@ -204,8 +207,8 @@ async def test_exchanges_of_every_type_and_bindings(
     assert (await c.post("/api/queues", json={"name": queue})).status == 201
     names = {}
     for kind in ("direct", "topic", "fanout", "headers"):
-        # Named under the namespace so the fixture removes them.
-        names[kind] = f"{gateway.namespace}.x.{kind}"
+        names[kind] = unique(f"x-{kind}")
+        gateway.exchanges.append(names[kind])
         resp = await c.post("/api/exchanges", json={"name": names[kind], "type": kind})
         assert resp.status == 201, await resp.text()
     resp = await c.post("/api/exchanges", json={"name": names["direct"], "type": "fanout"})
@@ -349,7 +352,7 @@ def _bearer(token: str) -> dict[str, str]:
 BIG = 1 << 20  # the default body limit
 
 
-def _bad_requests(queue: str) -> list[tuple[str, str, dict[str, Any], int]]:
+def _bad_requests(queue: str, ns: str) -> list[tuple[str, str, dict[str, Any], int]]:
     deep = "[" * 5000 + "]" * 5000
     deep_body = '{"queue": "' + queue + '", "body": ' + deep + "}"
     inf_body = '{"queue": "' + queue + '", "body": 1e999}'
@@ -422,6 +425,12 @@ def _bad_requests(queue: str) -> list[tuple[str, str, dict[str, Any], int]]:
         ),  # noqa: E501
         ("POST", "/api/consumers", {"json": {"queue": queue, "prefetch": 0}}, 422),
         ("POST", "/api/consumers", {"json": {"queue": queue, "prefetch": 10**6}}, 422),
+        # Warren's own names (the job queue, its exchanges) are not the user's to change.
+        ("DELETE", f"/api/queues/{ns}.jobs", {}, 403),
+        ("POST", f"/api/queues/{ns}.jobs/purge", {}, 403),
+        ("POST", "/api/queues", {"json": {"name": f"{ns}.jobs", "max_length": 1}}, 403),
+        ("POST", "/api/exchanges", {"json": {"name": f"{ns}.events", "type": "fanout"}}, 403),
+        ("POST", "/api/bindings", {"json": {"queue": queue, "exchange": f"{ns}.events"}}, 403),
         ("GET", "/api/queues/..%2F..%2Fetc%2Fpasswd", {}, 404),
         ("GET", "/api/queues/" + "q" * 300, {}, 400),
         ("GET", "/api/queues/a%00b", {}, 400),
@@ -464,7 +473,7 @@ async def test_bad_input_on_every_endpoint_is_a_named_4xx_and_changes_nothing(
     jobs = f"{gateway.namespace}.jobs"
     jobs_before = await depth(amqp, jobs)
     async with httpx.AsyncClient(base_url=gateway.url("/"), timeout=10) as http:
-        for method, path, kw, expected in _bad_requests(queue):
+        for method, path, kw, expected in _bad_requests(queue, gateway.namespace):
             kwargs: dict[str, Any] = {}
             if "json" in kw:
                 kwargs["json"] = kw["json"]

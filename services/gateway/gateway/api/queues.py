@@ -52,6 +52,16 @@ async def queues_body(app: web.Application) -> dict[str, Any]:
     return {"queues": queues, "rates_available": False, "source": "amqp"}
 
 
+def _not_internal(request: web.Request, name: str, field: str) -> None:
+    """Warren's own queues and exchanges (the namespace) are not the user's to change: deleting
+    or purging the job queue, say, would break publishing for everyone."""
+    if request.app[keys.BROKER].topology.is_internal(name):
+        prefix = request.app[keys.SETTINGS].namespace
+        raise HTTPError(
+            403, f"{field} {name!r}: names under {prefix!r}. are Warren's own", field=field
+        )
+
+
 def _amqp_reason(exc: BaseException) -> str:
     """The broker's reply text (``PRECONDITION_FAILED - inequivalent arg ...``), if any."""
     args = getattr(exc, "args", ())
@@ -95,6 +105,7 @@ async def _queue_detail(request: web.Request, name: str) -> dict[str, Any]:
 @routes.post("/api/queues")
 async def create_queue(request: web.Request) -> web.Response:
     spec = QueueCreate.model_validate(await read_json(request))
+    _not_internal(request, spec.name, "name")
     broker = request.app[keys.BROKER]
     args: dict[str, Any] = {}
     if spec.type == "quorum":
@@ -146,6 +157,7 @@ async def get_queue(request: web.Request) -> web.Response:
 @routes.delete("/api/queues/{name}")
 async def delete_queue(request: web.Request) -> web.Response:
     name = name_param(request)
+    _not_internal(request, name, "name")
     broker = request.app[keys.BROKER]
     if await broker.queue_stats(name) is None:
         raise HTTPError(404, f"queue {name!r} not found", field="name")
@@ -159,6 +171,7 @@ async def delete_queue(request: web.Request) -> web.Response:
 @routes.post("/api/queues/{name}/purge")
 async def purge_queue(request: web.Request) -> web.Response:
     name = name_param(request)
+    _not_internal(request, name, "name")
     broker = request.app[keys.BROKER]
     if await broker.queue_stats(name) is None:
         raise HTTPError(404, f"queue {name!r} not found", field="name")
@@ -191,6 +204,7 @@ async def list_exchanges(request: web.Request) -> web.Response:
 @routes.post("/api/exchanges")
 async def create_exchange(request: web.Request) -> web.Response:
     spec = ExchangeCreate.model_validate(await read_json(request))
+    _not_internal(request, spec.name, "name")
     async with request.app[keys.BROKER].admin_channel() as ch:
         try:
             await ch.declare_exchange(
@@ -212,6 +226,8 @@ async def create_exchange(request: web.Request) -> web.Response:
 @routes.post("/api/bindings")
 async def create_binding(request: web.Request) -> web.Response:
     spec = BindingCreate.model_validate(await read_json(request))
+    _not_internal(request, spec.queue, "queue")
+    _not_internal(request, spec.exchange, "exchange")
     async with request.app[keys.BROKER].admin_channel() as ch:
         try:
             queue = await ch.get_queue(spec.queue, ensure=False)
