@@ -629,6 +629,16 @@ async def test_a_client_that_falls_behind_is_told_what_it_missed(gateway: Gatewa
     assert (await gateway.client.get("/api/health")).status == 200
 
 
+def test_without_a_token_the_gateway_listens_on_loopback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("WARREN_GATEWAY__HOST", raising=False)
+    monkeypatch.delenv("WARREN_GATEWAY__TOKEN", raising=False)
+    settings = GatewaySettings()
+    assert settings.gateway.token is None
+    assert settings.gateway.host == "127.0.0.1"
+
+
 def test_subscriber_buffer_is_bounded() -> None:
     from gateway.state import EventHub
 

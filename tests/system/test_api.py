@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import httpx
 import pytest
+from aio_pika.abc import AbstractRobustConnection
 
 from tests.support.rabbitnode import RabbitNode
 from tests.support.stack import Stack, wait_until
@@ -76,6 +77,33 @@ async def test_event_stream_pushes_the_record_of_a_published_message(
             more = await _events_until(ws, lambda e: e["type"] == "queues", timeout=10)
             kinds = {e["type"] for e in events + more}
             assert {"record", "heartbeat", "job", "queues"} <= kinds, kinds
+
+
+async def test_two_hundred_concurrent_submits_through_the_services(
+    stack_factory: Callable[..., Stack], amqp: AbstractRobustConnection
+) -> None:
+    stack = stack_factory(consumers=0)
+    queue = stack.create_queue()
+    async with aiohttp.ClientSession(base_url=stack.base_url) as http:
+
+        async def submit(i: int, valid: bool) -> int:
+            body: dict[str, Any] = {"queue": queue, "body": {"i": i}}
+            if not valid:
+                body["properties"] = {"priority": -i - 1}
+            async with http.post("/api/messages", json=body) as resp:
+                return resp.status
+
+        codes = await asyncio.gather(
+            *(submit(i, True) for i in range(200)), *(submit(i, False) for i in range(200))
+        )
+        assert codes[:200] == [200] * 200
+        assert codes[200:] == [422] * 200
+        async with http.get("/api/health") as resp:
+            assert resp.status == 200
+    async with amqp.channel() as ch:
+        declared = await ch.declare_queue(queue, passive=True)
+        # Exactly the accepted ones, once each: refused requests published nothing.
+        assert declared.declaration_result.message_count == 200
 
 
 def test_status_shows_broker_versions_and_a_frozen_replica_as_lost(
