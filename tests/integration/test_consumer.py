@@ -19,6 +19,7 @@ from consumer.worker import Worker
 from warren import amqp, telemetry
 from warren.contracts import (
     CONTROL_ALL_CONSUMERS,
+    PUBLISHED_US_HEADER,
     ConsumeCommand,
     Event,
     Heartbeat,
@@ -125,7 +126,7 @@ async def publish(
                     content_type=content_type,
                     # An int: pamqp sends a Python float as a 32-bit float (~1 min off).
                     headers={
-                        "x-warren-published-at": time.time_ns() // 1_000_000,
+                        PUBLISHED_US_HEADER: time.time_ns() // 1000,
                         **(headers or {}),
                     },
                     message_id=mid,

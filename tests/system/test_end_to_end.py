@@ -36,6 +36,8 @@ def test_message_travels_from_api_to_consumer(stack_factory: Callable[..., Stack
     assert record["worker"] == "consumer-0"
     assert record["redelivered"] is False
     assert record["trace_id"] == sent["trace_id"]
+    # Publish → processed, from the producer's microsecond stamp: same machine, same clock.
+    assert 0 <= record["latency_ms"] < 10_000, record["latency_ms"]
 
 
 def test_health_is_503_without_broker_connection(stack_factory: Callable[..., Stack]) -> None:

@@ -21,6 +21,10 @@ CONTROL_ALL_CONSUMERS = "consumers.all"
 CONTROL_ALL_PRODUCERS = "producers.all"
 EVENTS_ALL = "#"
 
+# Header of a user's message: when the producer published it, integer microseconds since the
+# epoch (an integer because pamqp encodes a float header as a 32-bit float).
+PUBLISHED_US_HEADER = "x-warren-published-us"
+
 
 def control_replica_key(replica: str) -> str:
     """Routing key of a control command meant for one replica."""

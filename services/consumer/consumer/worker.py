@@ -39,6 +39,7 @@ from consumer.settings import ConsumerSettings
 from warren import amqp, telemetry
 from warren.contracts import (
     CONTROL_ALL_CONSUMERS,
+    PUBLISHED_US_HEADER,
     ConsumeCommand,
     ConsumedQueue,
     ControlMessage,
@@ -61,7 +62,7 @@ T = TypeVar("T")
 _control = TypeAdapter[Any](ControlMessage)
 
 ATTEMPT_HEADER = "x-warren-attempt"
-PUBLISHED_AT_HEADER = "x-warren-published-at"
+
 # A retried copy goes through the default exchange: these keep where the original came from.
 EXCHANGE_HEADER = "x-warren-exchange"
 ROUTING_KEY_HEADER = "x-warren-routing-key"
@@ -532,13 +533,13 @@ class Worker:
     ) -> ProcessedRecord:
         preview = self.settings.consumer.body_preview_bytes
         headers = message.headers or {}
-        published_ms = headers.get(PUBLISHED_AT_HEADER)
+        published_us = headers.get(PUBLISHED_US_HEADER)
         processed_at = datetime.now(UTC)
         published_at: datetime | None = None
         latency_ms: float | None = None
-        if isinstance(published_ms, int | float):
-            published_at = datetime.fromtimestamp(published_ms / 1000, UTC)
-            latency_ms = round(processed_at.timestamp() * 1000 - published_ms, 3)
+        if isinstance(published_us, int) and not isinstance(published_us, bool):
+            published_at = datetime.fromtimestamp(published_us / 1e6, UTC)
+            latency_ms = round((processed_at.timestamp() * 1e6 - published_us) / 1000, 3)
         elif message.timestamp is not None:
             # AMQP timestamps have whole seconds: a coarse latency beats none.
             published_at = message.timestamp

@@ -27,7 +27,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from warren.amqp import CONNECTION_ERRORS
-from warren.contracts import JobProgress, JobStatus, PublishJob
+from warren.contracts import PUBLISHED_US_HEADER, JobProgress, JobStatus, PublishJob
 
 log = logging.getLogger(__name__)
 
@@ -159,8 +159,9 @@ class MessageFactory:
         headers = self._headers.copy()
         if self.job.batch:
             headers["x-warren-seq"] = seq
-        # Millisecond publish time: the AMQP timestamp has whole seconds only.
-        headers["x-warren-published-at"] = time.time() * 1000
+        # Microsecond publish time as an integer: the AMQP timestamp has whole seconds only,
+        # and pamqp encodes a float header as a 32-bit float (about two minutes off today).
+        headers[PUBLISHED_US_HEADER] = time.time_ns() // 1000
         return aio_pika.Message(
             body,
             message_id=self.message_id(seq),
