@@ -171,6 +171,12 @@ def test_unroutable_message_is_404_returned(stack: Stack) -> None:
     assert (body["status"], body["field"]) == ("returned", "queue")
     job = stack.http.get(f"/api/batches/{body['job_id']}").json()
     assert (job["confirmed"], job["returned"]) == (0, 1)
+    via_exchange = stack.post("/api/messages", {"exchange": "amq.direct", "routing_key": missing})
+    assert via_exchange.status_code == 404, via_exchange.text
+    assert (via_exchange.json()["status"], via_exchange.json()["field"]) == (
+        "returned",
+        "routing_key",
+    )
 
 
 def test_unknown_exchange_is_404_and_spares_a_running_batch(stack: Stack, broker: Broker) -> None:

@@ -125,8 +125,10 @@ def _message_response(progress: JobProgress, state: State) -> web.Response:
     body["status"] = "returned" if progress.error_kind == "unroutable" else "failed"
     body["error"] = progress.error or "not confirmed"
     code = _STATUS_FOR_ERROR.get(progress.error_kind or "other", 500)
-    if code == 404:
-        body["field"] = "exchange" if progress.exchange else "queue"
+    if progress.error_kind == "not_found":
+        body["field"] = "exchange"
+    elif progress.error_kind == "unroutable":
+        body["field"] = "routing_key" if progress.exchange else "queue"
     headers = {"Retry-After": "5"} if code == 503 else None
     return web.json_response(body, status=code, headers=headers)
 
