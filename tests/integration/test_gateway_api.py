@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -295,7 +296,10 @@ async def test_a_management_api_that_never_answers_is_bounded_by_its_timeout(
         await server.wait_closed()
 
 
-async def test_status_hides_credentials_of_both_urls(gateway_factory: Callable[..., Any]) -> None:
+async def test_status_hides_credentials_of_both_urls(
+    gateway_factory: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     secret = "s3cr3t-pw-zz9"
     gw: Gateway = await gateway_factory(
         ready=False,
@@ -308,6 +312,14 @@ async def test_status_hides_credentials_of_both_urls(gateway_factory: Callable[.
     status = await (await gw.client.get("/api/status")).json()
     assert status["broker"]["url"].startswith("amqp://warren:***@")
     assert "@" not in status["gateway"]["management"]["url"]
+    # Connection attempts to the closed port and the failed management call were logged ...
+    for _ in range(50):
+        if any("127.0.0.1" in r.getMessage() for r in caplog.records):
+            break
+        await asyncio.sleep(0.1)
+    assert caplog.records
+    # ... without either password.
+    assert secret not in caplog.text
 
 
 # Access ---------------------------------------------------------------------------------------

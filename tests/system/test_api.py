@@ -185,6 +185,13 @@ def test_broker_credentials_never_in_responses_or_logs(
         wait_until(lambda: stack.health() == 200, timeout=15, what="gateway reconnected")
         with httpx.Client(timeout=5) as probe:
             texts.append(probe.get(stack.base_url + "/api/status").text)  # the 401
+
+        async def watch() -> None:  # the event stream with its ?token=, for the log check
+            url = stack.base_url.replace("http", "ws") + f"/api/events?token={TOKEN}"
+            async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+                texts.append(str(await ws.receive(timeout=10)))
+
+        asyncio.run(watch())
         for text in texts:
             assert password not in text
         stack.stop()
