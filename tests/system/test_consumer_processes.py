@@ -6,12 +6,20 @@ from __future__ import annotations
 import signal
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pika
 import pytest
 
 from tests.support.stack import LOCAL_AMQP, Stack, wait_until
+from warren.contracts import (
+    ConsumeCommand,
+    ConsumedQueue,
+    Heartbeat,
+    control_replica_key,
+    heartbeat_key,
+)
 
 pytestmark = [pytest.mark.system, pytest.mark.broker]
 
@@ -209,3 +217,43 @@ def test_the_gateway_counts_sampled_out_records(stack_factory: Callable[..., Sta
     assert counters["acked"] == 1000
     assert 0 < len(stack.received(queue)) < 1000
     assert counters["records_sent"] + counters["records_sampled_out"] == 1000
+
+
+def test_a_replica_that_missed_a_stop_is_told_again(stack_factory: Callable[..., Stack]) -> None:
+    stack = stack_factory(consumers=0, producers=0)
+    queue = stack.create_queue()
+    assert stack.post("/api/consumers", {"queue": queue, "prefetch": 2}).status_code == 202
+    assert stack.http.delete(f"/api/consumers/{queue}").status_code == 202
+
+    # A replica that was reconnecting when the stop went out still reports the queue.
+    connection = pika.BlockingConnection(pika.URLParameters(LOCAL_AMQP))
+    try:
+        channel = connection.channel()
+        inbox = channel.queue_declare("", exclusive=True).method.queue
+        channel.queue_bind(inbox, f"{stack.namespace}.control", control_replica_key("late"))
+        beat = Heartbeat(
+            role="consumer",
+            replica="late",
+            host="h",
+            pid=1,
+            started_at=datetime.now(UTC),
+            interval_s=0.5,
+            queues=[ConsumedQueue(queue=queue, prefetch=2, scope="all")],
+        )
+        channel.basic_publish(
+            f"{stack.namespace}.events",
+            heartbeat_key("consumer", "late"),
+            beat.model_dump_json().encode(),
+            pika.BasicProperties(content_type="application/json", type="heartbeat"),
+        )
+
+        def command() -> ConsumeCommand | None:
+            method, _props, body = channel.basic_get(inbox, auto_ack=True)
+            return ConsumeCommand.model_validate_json(body) if method else None
+
+        stop = wait_until(command, timeout=10, what="a stop for the late replica")
+    finally:
+        connection.close()
+    assert (stop.action, stop.queue, stop.replica) == ("stop", queue, "late")
+    consumed = stack.http.get("/api/consumers").json()["consumers"]
+    assert not any(c["queue"] == queue and c["scope"] == "all" for c in consumed), "not relearned"

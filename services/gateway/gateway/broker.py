@@ -195,6 +195,27 @@ class GatewayBroker:
                 )
             except (BrokerUnavailable, PublishTimeout) as exc:
                 log.warning("Could not sync replica %s: %s", beat.replica, exc)
+        # A replica that missed a stop (its control queue is re-created after a reconnect,
+        # commands sent meanwhile are gone) is told again; after a gateway restart
+        # ``stopped_at`` is empty and such queues are relearned instead.
+        for q in beat.queues:
+            if q.scope != "all" or q.queue in self.state.desired or q.state == "stopping":
+                continue
+            if q.queue not in self.state.stopped_at:
+                continue
+            key = (beat.replica, q.queue)
+            if now - self._sync_sent.get(key, -1e9) < 5:
+                continue
+            self._sync_sent[key] = now
+            log.info(
+                "Replica %s still consumes stopped %s: stopping it again", beat.replica, q.queue
+            )
+            try:
+                await self.send_control(
+                    ConsumeCommand(action="stop", queue=q.queue, replica=beat.replica)
+                )
+            except (BrokerUnavailable, PublishTimeout) as exc:
+                log.warning("Could not sync replica %s: %s", beat.replica, exc)
 
     # Commands out -----------------------------------------------------------------------------
 

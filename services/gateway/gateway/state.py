@@ -158,12 +158,13 @@ class State:
         if beat.role == "consumer" and not beat.stopping:
             # Relearn what is consumed after a gateway restart (unless just stopped here).
             for q in beat.queues:
-                recently_stopped = time.monotonic() - self.stopped_at.get(q.queue, -1e9) < 10
+                # Stopped by this gateway: a replica still consuming it missed the stop.
+                stopped_here = q.queue in self.stopped_at
                 if (
                     q.scope == "all"
                     and q.state != "stopping"
                     and q.queue not in self.desired
-                    and not recently_stopped
+                    and not stopped_here
                 ):
                     self.desired[q.queue] = Desired(q.queue, q.prefetch, q.delivery_limit)
         self.hub.publish("heartbeat", replica.to_json(self.lost_after))
