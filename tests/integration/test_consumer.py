@@ -267,7 +267,14 @@ async def test_control_starts_and_stops_for_one_replica_or_all(
         what="r2's consumption asked of all",
     )
 
-    # A replica started later is told by the gateway (here: the test) what everyone consumes.
+    # A start again with another prefetch changes it in place.
+    await send_control(amqp, topo, ConsumeCommand(action="start", queue=queue.name, prefetch=6))
+    await until(
+        lambda: all((b := events.last_beat(r)) and b.queues[0].prefetch == 6 for r in ("r1", "r2")),
+        timeout=10,
+        what="prefetch 6 on both",
+    )
+
     await send_control(amqp, topo, ConsumeCommand(action="stop", queue=queue.name))
     await until(
         lambda: all(not (events.last_beat(r) or beat).queues for r in ("r1", "r2")),
