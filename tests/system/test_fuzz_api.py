@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.system, pytest.mark.broker]
 
 TOKEN = "fuzz-token-41"
 # Per operation and mode: small enough for the whole run to stay well under a minute.
-EXAMPLES = 12
+EXAMPLES = 25
 # Disconnecting the gateway makes every later call an honest 503 (not a client's mistake).
 SKIP = {("POST", "/api/connection/disconnect")}
 

@@ -54,6 +54,50 @@ class PublishMessage(Target):
     body: JsonValue = Field(default=None, description="JSON; a string is sent as text.")
     properties: MessageProperties = Field(default_factory=MessageProperties)
 
+    @model_validator(mode="after")
+    def _encodable(self) -> PublishMessage:
+        _check_amqp_properties(self.properties)
+        return self
+
+
+_SHORTSTR_PROPERTIES = (
+    "content_type",
+    "content_encoding",
+    "message_id",
+    "correlation_id",
+    "reply_to",
+    "type",
+    "app_id",
+    "user_id",
+)
+
+
+def _check_amqp_properties(props: MessageProperties) -> None:
+    """What the AMQP encoder would fail on in the producer (a 500 there, a 422 here)."""
+    for name in _SHORTSTR_PROPERTIES:
+        value = getattr(props, name)
+        if value is not None and len(value.encode("utf-8", "surrogatepass")) > 255:
+            raise ValueError(f"properties.{name}: at most 255 bytes in UTF-8")
+    _check_table(props.headers, "properties.headers")
+
+
+def _check_table(value: object, where: str, depth: int = 0) -> None:
+    if depth > 32:
+        raise ValueError(f"{where}: headers nested more than 32 deep")
+    if isinstance(value, bool) or value is None or isinstance(value, float | str):
+        return
+    if isinstance(value, int):
+        if not -(2**63) <= value < 2**63:
+            raise ValueError(f"{where}: integers in headers must fit in 64 bits")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if len(str(key).encode("utf-8", "surrogatepass")) > 128:
+                raise ValueError(f"{where}: header names are at most 128 bytes")
+            _check_table(item, f"{where}.{key}", depth + 1)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_table(item, f"{where}[{i}]", depth + 1)
+
 
 class PublishBatch(PublishMessage):
     # Strict: "10" or true for a count is a client's mistake to report, not to guess at.
