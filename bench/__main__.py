@@ -21,6 +21,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                       help="tiny counts: only checks that the harness works")  # fmt: skip
     parser.add_argument("--only", choices=("baselines", "warren"), action="append",
                         help="run only one side (may be repeated)")  # fmt: skip
+    parser.add_argument("--measure", action="append", metavar="KEY",
+                        help="run only this measurement (e.g. warren_consume; may be repeated)")  # fmt: skip
     parser.add_argument("--repeats", type=int, help="override the number of repeats")
     parser.add_argument("--flat-count", type=int, help="messages in the flat-memory batch")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results directory")
@@ -40,7 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     only = set(args.only) if args.only else None
 
     if args.no_progress or not sys.stderr.isatty():
-        runner = Runner(cfg, only=only, progress=lambda msg: print(f"· {msg}", flush=True))
+        runner = Runner(
+            cfg, only=only, keys=args.measure, progress=lambda msg: print(f"· {msg}", flush=True)
+        )
         result = runner.run()
     else:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -53,7 +57,12 @@ def main(argv: list[str] | None = None) -> int:
             TextColumn("{task.description}"),
         ) as bar:
             task = bar.add_task("", total=None)
-            runner = Runner(cfg, only=only, progress=lambda msg: bar.update(task, description=msg))
+            runner = Runner(
+                cfg,
+                only=only,
+                keys=args.measure,
+                progress=lambda msg: bar.update(task, description=msg),
+            )
             bar.update(task, total=runner.steps())
             result = runner.run(on_step=lambda: bar.advance(task))
     doc = write(result, out_dir=args.out)

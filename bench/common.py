@@ -111,19 +111,24 @@ async def prefill(name: str, count: int, *, body: bytes | None = None, window: i
     try:
         channel = await connection.channel()
         await channel.queue_declare(name, durable=True)
-        properties = aiormq.spec.Basic.Properties(delivery_mode=2)
         semaphore = asyncio.Semaphore(window)
         tasks: set[asyncio.Task[Any]] = set()
+        prefix = uuid.uuid4().hex
 
-        async def one() -> None:
+        async def one(seq: int) -> None:
+            # A fresh properties object with its own id per message: aiormq writes a generated
+            # message id into the properties it is given, so a shared one would give every
+            # message the same id, and Warren's consumer would drop all but the first as
+            # duplicates (measured: 599 of 600 — a "consumer" at 1,800 msg/s that did nothing).
+            properties = aiormq.spec.Basic.Properties(delivery_mode=2, message_id=f"{prefix}-{seq}")
             try:
                 await channel.basic_publish(data, routing_key=name, properties=properties)
             finally:
                 semaphore.release()
 
-        for _ in range(count):
+        for seq in range(count):
             await semaphore.acquire()
-            task = asyncio.create_task(one())
+            task = asyncio.create_task(one(seq))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         if tasks:

@@ -141,7 +141,12 @@ class RunResult:
 
 class Runner:
     def __init__(
-        self, cfg: BenchConfig, *, only: set[str] | None = None, progress: Progress | None = None
+        self,
+        cfg: BenchConfig,
+        *,
+        only: set[str] | None = None,
+        keys: list[str] | None = None,
+        progress: Progress | None = None,
     ) -> None:
         self.cfg = cfg
         self.progress = progress or (lambda _msg: None)
@@ -152,12 +157,23 @@ class Runner:
             if ("baselines" in kinds and m.kind == "baseline")
             or ("warren" in kinds and m.kind == "warren")
         ]
-        self.with_warren = "warren" in kinds
+        if keys:
+            unknown = set(keys) - {m.key for m in MEASURES} - {"memory", "flat"}
+            if unknown:
+                raise ValueError(f"unknown measurement(s): {', '.join(sorted(unknown))}")
+            self.measures = [m for m in self.measures if m.key in keys]
+        self.with_warren = "warren" in kinds and (
+            not keys
+            or any(m.kind == "warren" for m in self.measures)
+            or bool({"memory", "flat"} & set(keys))
+        )
+        self.with_memory = self.with_warren and (not keys or "memory" in keys)
+        self.with_flat = self.with_warren and (not keys or "flat" in keys)
         self.stack: warren.WarrenStack | None = None
         self._consumers: tuple[int, int] | None = None
 
     def steps(self) -> int:
-        memory = 2 if self.with_warren else 0
+        memory = int(self.with_memory) + int(self.with_flat)
         return len(self.measures) * self.cfg.repeats + memory
 
     def run(self, *, on_step: Callable[[], None] = lambda: None) -> RunResult:
@@ -182,9 +198,10 @@ class Runner:
                     for m in members:
                         self._one(m, result.outcomes[m.key], round_no)
                         on_step()
-            if self.with_warren:
+            if self.with_memory:
                 self._memory(result)
                 on_step()
+            if self.with_flat:
                 self._flat(result)
                 on_step()
         finally:
