@@ -22,7 +22,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", choices=("baselines", "warren"), action="append",
                         help="run only one side (may be repeated)")  # fmt: skip
     parser.add_argument("--measure", action="append", metavar="KEY",
-                        help="run only this measurement (e.g. warren_consume; may be repeated)")  # fmt: skip
+                        help="only this measurement, e.g. warren_consume (repeatable)")  # fmt: skip
     parser.add_argument("--repeats", type=int, help="override the number of repeats")
     parser.add_argument("--flat-count", type=int, help="messages in the flat-memory batch")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results directory")
