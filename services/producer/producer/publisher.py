@@ -349,6 +349,7 @@ class Publisher:
         routing_key = job.routing_key
         outage_started: float | None = None
         retried = False
+        timeouts = 0  # of this message: resent at most twice while the broker answers others
         while True:
             try:
                 result = await exchange.publish(
@@ -367,7 +368,8 @@ class Publisher:
                 state.failed += 1
                 raise JobFailed("other", f"the broker refused the publish: {exc}") from exc
             except TimeoutError as exc:
-                if self._still_answering(state):
+                timeouts += 1
+                if timeouts < 3 and self._still_answering(state):
                     retried = self._count_retry(state, retried)
                     continue
                 raise self._timed_out(state) from exc
@@ -378,7 +380,8 @@ class Publisher:
                 # aiormq cancels a pending publish from inside when its own timeout fires or
                 # when the channel goes away under it: which one decides what it means.
                 if self._usable(channel):
-                    if self._still_answering(state):
+                    timeouts += 1
+                    if timeouts < 3 and self._still_answering(state):
                         retried = self._count_retry(state, retried)
                         continue
                     raise self._timed_out(state) from exc
