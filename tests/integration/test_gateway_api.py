@@ -480,6 +480,7 @@ def _bad_requests(queue: str, ns: str) -> list[tuple[str, str, dict[str, Any], i
         ("GET", "/api/messages/received?queue=" + "q" * 1000, {}, 400),
         ("GET", "/api/batches?limit=NaN", {}, 400),
         ("GET", "/api/batches?limit=100000", {}, 400),
+        ("GET", "/api/events", {}, 400),
         ("GET", "/api/nothing-here", {}, 404),
         ("GET", "/api/%2e%2e/%2e%2e/etc/passwd", {}, 404),
         ("GET", "/api/queues/%2e%2e", {}, 404),

@@ -45,6 +45,8 @@ async def clear_received(request: web.Request) -> web.Response:
 async def events(request: web.Request) -> web.WebSocketResponse:
     # Clients only send small commands ({"pause": ...}): a big frame is refused by aiohttp.
     ws = web.WebSocketResponse(heartbeat=20, max_msg_size=64 * 1024)
+    if not ws.can_prepare(request).ok:
+        raise HTTPError(400, "this is a WebSocket endpoint: connect with 'Upgrade: websocket'")
     await ws.prepare(request)
     sockets = request.app[keys.SOCKETS]
     sockets.add(ws)
