@@ -287,7 +287,7 @@ async def test_a_refused_publish_fails_at_once_not_after_retrying(
         state = await asyncio.wait_for(
             run(make_publisher(connection), exchange="amq.direct", routing_key="k", body=1), 20
         )
-        assert (state.status, state.error_kind, state.confirmed) == ("failed", "other", 0)
+        assert (state.status, state.error_kind, state.confirmed) == ("failed", "refused", 0)
         assert state.retried == 0
         assert "refused" in (state.error or "")
     finally:

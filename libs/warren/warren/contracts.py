@@ -135,6 +135,12 @@ class PublishJob(Contract):
     )
     count: int = Field(default=1, ge=1)
     concurrency: int = Field(default=1, ge=1, description="Messages in flight at once.")
+    rate: float | None = Field(
+        default=None,
+        gt=0,
+        description="Messages per second at most, on a fixed schedule (a batch); None: as fast "
+        "as the window allows.",
+    )
     properties: MessageProperties = Field(default_factory=MessageProperties)
     requested_at: datetime = Field(default_factory=utcnow)
     deadline_s: float | None = Field(
@@ -175,7 +181,16 @@ class JobProgress(Contract):
     rate: float = Field(default=0.0, description="Confirmed messages per second.")
     error: str | None = None
     error_kind: (
-        Literal["unroutable", "not_found", "timeout", "blocked", "connection", "nacked", "other"]
+        Literal[
+            "unroutable",
+            "not_found",
+            "refused",
+            "timeout",
+            "blocked",
+            "connection",
+            "nacked",
+            "other",
+        ]
         | None
     ) = None
     message_id: str | None = Field(default=None, description="The message id (single messages).")

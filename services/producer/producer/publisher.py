@@ -211,7 +211,7 @@ class Publisher:
         except aiormq.exceptions.ChannelNotFoundEntity as exc:
             raise JobFailed("not_found", f"exchange {job.exchange!r} does not exist") from exc
         except _REFUSALS as exc:
-            raise JobFailed("other", f"exchange {job.exchange!r} refused: {exc}") from exc
+            raise JobFailed("refused", f"exchange {job.exchange!r} refused: {exc}") from exc
         except TimeoutError as exc:
             raise JobFailed("timeout", f"no answer within {self._timeout:g} s") from exc
         finally:
@@ -300,10 +300,22 @@ class Publisher:
             sequence = iter(range(job.count))
             window = min(job.concurrency, job.count, self._max_window)
 
+            loop = asyncio.get_running_loop()
+            begin = loop.time()
+            period = 1.0 / job.rate if job.rate else 0.0
+
             async def worker() -> None:
                 for seq in sequence:
                     if state.cancelled:
                         return
+                    if period:
+                        # A fixed schedule, message n at begin + n / rate: a slow confirm
+                        # delays only its own worker, and the others keep the offered rate.
+                        delay = begin + seq * period - loop.time()
+                        if delay > 0:
+                            await asyncio.sleep(delay)
+                            if state.cancelled:
+                                return
                     message = factory.build(seq)
                     if not job.batch or quiet_ctx is None or self._traced(seq):
                         await self._publish(state, channel, exchange, message)
@@ -366,7 +378,7 @@ class Publisher:
                 # The broker closed the channel on purpose (e.g. 403: this user may not write
                 # to the exchange): a retry would be refused the same way.
                 state.failed += 1
-                raise JobFailed("other", f"the broker refused the publish: {exc}") from exc
+                raise JobFailed("refused", f"the broker refused the publish: {exc}") from exc
             except TimeoutError as exc:
                 timeouts += 1
                 if timeouts < 3 and self._still_answering(state):

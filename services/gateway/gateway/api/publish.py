@@ -39,6 +39,7 @@ def _job(spec: PublishMessage, *, batch: PublishBatch | None) -> PublishJob:
         template=batch.template if batch is not None else False,
         count=batch.count if batch is not None else 1,
         concurrency=batch.concurrency if batch is not None else 1,
+        rate=batch.rate if batch is not None else None,
         properties=spec.properties,
     )
 
@@ -99,6 +100,7 @@ async def _send(request: web.Request, job: PublishJob, key: str | None) -> web.R
 _STATUS_FOR_ERROR = {
     "unroutable": 404,
     "not_found": 404,
+    "refused": 403,
     "timeout": 503,
     "blocked": 503,
     "connection": 503,
