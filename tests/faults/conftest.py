@@ -102,8 +102,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not _results:
         return
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    rows = [r.as_dict() for r in _results.values()]
     stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    # A partial run (one test) updates its own rows and keeps the others' last results.
+    merged: dict[str, dict[str, Any]] = {}
+    previous = RESULTS_DIR / "latest.json"
+    if previous.exists():
+        try:
+            for row in json.loads(previous.read_text())["faults"]:
+                merged[row["fault"]] = row
+        except (ValueError, KeyError, TypeError):
+            merged = {}
+    for result in _results.values():
+        merged[result.fault] = {**result.as_dict(), "run_at": stamp}
+    rows = list(merged.values())
     (RESULTS_DIR / "latest.json").write_text(
         json.dumps({"run_at": stamp, "faults": rows}, indent=2) + "\n"
     )
@@ -124,7 +135,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     lines = [
         f"# Fault suite: last run ({stamp})",
         "",
-        "Written by `uv run pytest -m faults` (tests/faults/conftest.py). One row per fault.",
+        "Written by `uv run pytest -m faults` (tests/faults/conftest.py). One row per fault;",
+        "a partial run updates its own rows.",
         "",
         "| " + " | ".join(title for _, title in cols) + " |",
         "|" + "|".join("---" for _ in cols) + "|",
