@@ -105,6 +105,14 @@ class PublishBatch(PublishMessage):
     concurrency: int = Field(
         default=100, ge=1, strict=True, description="Messages in flight at once."
     )
+    rate: float | None = Field(
+        default=None,
+        gt=0,
+        le=1_000_000,
+        strict=True,
+        description="Publish at most this many messages per second, on a fixed schedule "
+        "(steady load, latency measurements); omitted: as fast as the window allows.",
+    )
     template: bool = Field(
         default=True, description="Replace {seq}, {uuid} and {now} in the body's strings."
     )
