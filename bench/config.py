@@ -21,6 +21,7 @@ class BenchConfig:
     pair_count: int  # publisher + consumer together
     latency_rate: float = 500.0
     latency_count: int
+    latency_window: int = 100  # a paced batch's window: rate × confirm time, with room
     scale_count: int
     scale_prefetch: int = 10
     window: int = 500
@@ -42,7 +43,7 @@ FULL = BenchConfig(
     consume_count=10_000,
     consume_prefetch1_count=4_000,
     io_count_pika=100,
-    io_count_warren=3_000,
+    io_count_warren=10_000,
     pair_count=10_000,
     latency_count=2_500,
     scale_count=3_000,
@@ -58,7 +59,7 @@ QUICK = BenchConfig(
     consume_count=3_000,
     consume_prefetch1_count=1_000,
     io_count_pika=50,
-    io_count_warren=1_000,
+    io_count_warren=3_000,
     pair_count=3_000,
     latency_count=750,
     scale_count=600,

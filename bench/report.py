@@ -307,8 +307,8 @@ def plot(result: RunResult, path: Path) -> None:
     groups = [
         ("Publish", ["warren_batch", "aiopika_publish_window", "aiormq_publish_window",
                      "pika_publish_sequential", "aiopika_publish_sequential"]),
-        ("Consume, no-op", ["warren_consume", "aiopika_consume_p100", "aiopika_consume_p1",
-                            "pika_consume_p100"]),
+        ("Consume, no-op", ["warren_consume", "warren_consume_untraced", "aiopika_consume_p100",
+                            "aiopika_consume_p1", "pika_consume_p100"]),
         ("End to end", ["warren_e2e", "aiopika_pair"]),
         ("20 ms handler", ["warren_io", "pika_io", "warren_scale1", "warren_scale2"]),
     ]  # fmt: skip
@@ -319,6 +319,7 @@ def plot(result: RunResult, path: Path) -> None:
         "pika_publish_sequential": "pika seq.",
         "aiopika_publish_sequential": "aio-pika seq.",
         "warren_consume": "Warren p100",
+        "warren_consume_untraced": "Warren untraced",
         "aiopika_consume_p100": "aio-pika p100",
         "aiopika_consume_p1": "aio-pika p1",
         "pika_consume_p100": "pika p100",

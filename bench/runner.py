@@ -28,7 +28,8 @@ class Measure:
     unit: str = "msg/s"
     reference: str = ""  # the figure the issue measured on a machine of this kind
     run: Callable[[BenchConfig, warren.WarrenStack | None], Figures]
-    consumers: tuple[int, int] | None = None  # (replicas, work_ms) Warren needs running
+    # (replicas, work_ms, tracing) Warren needs running
+    consumers: tuple[int, int, bool] | None = None
 
 
 def _baseline(fn: Callable[[BenchConfig], Figures]) -> Any:
@@ -63,7 +64,11 @@ MEASURES: tuple[Measure, ...] = (
             run=_baseline(baselines.aiormq_publish_window)),
     # consume, no-op handler
     Measure(key="warren_consume", label="Warren consumer, no-op, prefetch 100",
-            kind="warren", group="consume", consumers=(1, 0),
+            kind="warren", group="consume", consumers=(1, 0, True),
+            run=_contender(warren.consume_noop)),
+    Measure(key="warren_consume_untraced",
+            label="Warren consumer, no-op, prefetch 100, tracing off",
+            kind="warren", group="consume", consumers=(1, 0, False),
             run=_contender(warren.consume_noop)),
     Measure(key="aiopika_consume_p100", label="aio-pika consume, prefetch 100",
             kind="baseline", group="consume", reference="4,200–4,500",
@@ -76,29 +81,30 @@ MEASURES: tuple[Measure, ...] = (
             run=_baseline(baselines.pika_consume_prefetch100)),
     # end to end
     Measure(key="warren_e2e", label="Warren end to end (batch→consumer→gateway)",
-            kind="warren", group="e2e", consumers=(1, 0), run=_contender(warren.end_to_end)),
+            kind="warren", group="e2e", consumers=(1, 0, True), run=_contender(warren.end_to_end)),
     Measure(key="aiopika_pair", label="aio-pika publisher + consumer together",
             kind="baseline", group="e2e", reference="2,300–2,500",
             run=_baseline(baselines.aio_pika_pair)),
     # latency
-    Measure(key="warren_latency", label="Warren latency at 500 msg/s (HTTP→consumer)",
-            kind="warren", group="latency", unit="ms", consumers=(1, 0),
+    Measure(key="warren_latency", label="Warren latency at 500 msg/s (paced batch→consumer)",
+            kind="warren", group="latency", unit="ms", consumers=(1, 0, True),
             run=_contender(warren.latency)),
     Measure(key="aiopika_latency", label="aio-pika latency at 500 msg/s",
             kind="baseline", group="latency", unit="ms", reference="p50 ~1, p99 ~3",
             run=_baseline(baselines.aio_pika_latency)),
     # I/O-bound handler
     Measure(key="warren_io", label="Warren consumer, 20 ms handler, prefetch 100",
-            kind="warren", group="io", consumers=(1, 20), run=_contender(warren.consume_io_bound)),
+            kind="warren", group="io", consumers=(1, 20, True),
+            run=_contender(warren.consume_io_bound)),
     Measure(key="pika_io", label="pika blocking consume, 20 ms handler",
             kind="baseline", group="io", reference="~48",
             run=_baseline(baselines.pika_consume_io_bound)),
     # scale
     Measure(key="warren_scale1", label="Warren 1 replica, 20 ms handler, prefetch 10",
-            kind="warren", group="scale", consumers=(1, 20),
+            kind="warren", group="scale", consumers=(1, 20, True),
             run=_contender(warren.consume_scale, 1)),
     Measure(key="warren_scale2", label="Warren 2 replicas, 20 ms handler, prefetch 10",
-            kind="warren", group="scale", consumers=(2, 20),
+            kind="warren", group="scale", consumers=(2, 20, True),
             run=_contender(warren.consume_scale, 2)),
 )  # fmt: skip
 
@@ -170,7 +176,7 @@ class Runner:
         self.with_memory = self.with_warren and (not keys or "memory" in keys)
         self.with_flat = self.with_warren and (not keys or "flat" in keys)
         self.stack: warren.WarrenStack | None = None
-        self._consumers: tuple[int, int] | None = None
+        self._consumers: tuple[int, int, bool] | None = None
 
     def steps(self) -> int:
         memory = int(self.with_memory) + int(self.with_flat)
@@ -229,15 +235,15 @@ class Runner:
             outcome.errors.append(f"{type(exc).__name__}: {exc}")
             log.warning("%s failed: %s\n%s", m.key, exc, traceback.format_exc(limit=3))
 
-    def _ensure_consumers(self, want: tuple[int, int]) -> None:
+    def _ensure_consumers(self, want: tuple[int, int, bool]) -> None:
         assert self.stack is not None
         if self._consumers == want and all(s.alive() for s in self.stack.consumers):
             return
-        replicas, work_ms = want
+        replicas, work_ms, tracing = want
         self.progress(f"starting {replicas} consumer replica(s), work {work_ms} ms")
         self._consumers = None
         self.stack.stop_consumers()
-        self.stack.start_consumers(replicas, work_ms=work_ms)
+        self.stack.start_consumers(replicas, work_ms=work_ms, tracing=tracing)
         self._consumers = want
 
     def _memory(self, result: RunResult) -> None:
@@ -246,7 +252,7 @@ class Runner:
             result.memory_error = result.warren_error or "Warren is not running"
             return
         try:
-            self._ensure_consumers((1, 0))
+            self._ensure_consumers((1, 0, True))
             result.memory = run_async(lambda: warren.memory_pass(self.stack, self.cfg))  # type: ignore[arg-type]
         except Exception as exc:
             result.memory_error = f"{type(exc).__name__}: {exc}"

@@ -23,7 +23,6 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +30,10 @@ import aiohttp
 import aiormq
 import psutil
 
-from bench.baselines import Figures, latency_figures, paced_publish
+from bench.baselines import Figures, latency_figures
 from bench.common import (
     AMQP_URL,
     MANAGEMENT_URL,
-    SENT_AT_HEADER,
     body_document,
     declare_queue,
     delete_queue,
@@ -194,10 +192,18 @@ class WarrenStack:
             time.sleep(0.2)
         raise TimeoutError(f"{what} not ready within {timeout:.0f}s (last: {last!r})")
 
-    def start_consumers(self, count: int, *, work_ms: int = 0) -> list[Service]:
-        """Start ``count`` more consumer replicas and wait for their heartbeats."""
+    def start_consumers(
+        self, count: int, *, work_ms: int = 0, tracing: bool = True
+    ) -> list[Service]:
+        """Start ``count`` more consumer replicas and wait for their heartbeats.
+
+        ``tracing=False`` turns the OpenTelemetry SDK off (``OTEL_SDK_DISABLED``): what the
+        tracing of every message costs, measured beside the real thing.
+        """
         env = dict(self.env)
         env["WARREN_CONSUMER__WORK_MS"] = str(work_ms)
+        if not tracing:
+            env["OTEL_SDK_DISABLED"] = "true"
         started = []
         for _ in range(count):
             self._consumer_serial += 1
@@ -316,10 +322,23 @@ async def stop_consuming(session: aiohttp.ClientSession, queue: str) -> None:
 
 
 async def run_batch(
-    session: aiohttp.ClientSession, queue: str, count: int, *, concurrency: int, poll: float = 0.05
+    session: aiohttp.ClientSession,
+    queue: str,
+    count: int,
+    *,
+    concurrency: int,
+    rate: float | None = None,
+    poll: float = 0.05,
 ) -> tuple[dict[str, Any], float]:
     """``POST /api/batches`` and poll it to the end: (final job document, wall seconds)."""
-    payload = {"queue": queue, "count": count, "body": body_document(), "concurrency": concurrency}
+    payload: dict[str, Any] = {
+        "queue": queue,
+        "count": count,
+        "body": body_document(),
+        "concurrency": concurrency,
+    }
+    if rate is not None:
+        payload["rate"] = rate
     started = time.perf_counter()
     async with session.post("/api/batches", json=payload) as resp:
         job_id = (await resp.json())["job_id"]
@@ -521,27 +540,14 @@ async def end_to_end(stack: WarrenStack, cfg: BenchConfig) -> Figures:
         await delete_queue(queue)
 
 
-def _as_ns(value: Any) -> int | None:
-    if isinstance(value, int | float):
-        return int(value)
-    if isinstance(value, str):
-        try:
-            return int(value)
-        except ValueError:
-            try:
-                return int(datetime.fromisoformat(value).timestamp() * 1e9)
-            except ValueError:
-                return None
-    return None
-
-
 async def latency(stack: WarrenStack, cfg: BenchConfig) -> Figures:
-    """POST /api/messages at a fixed rate; latency from the client's send stamp (a header) to
-    the consumer's ``received_at`` in the processed records at the gateway."""
+    """End-to-end latency at a fixed rate: one batch paced at ``latency_rate`` (the batch's
+    ``rate``) through gateway → producer → broker → consumer; each processed record's
+    ``latency_ms`` (the producer's publish stamp, integer µs in ``x-warren-published-us``, to
+    the consumer's processed time), collected from ``GET /api/messages/received``."""
     count = cfg.latency_count
     queue = unique_queue("w-latency")
     await declare_queue(queue)
-    body = body_document()
     latencies: dict[str, tuple[int, float]] = {}
     try:
         async with api(stack) as session:
@@ -552,37 +558,36 @@ async def latency(stack: WarrenStack, cfg: BenchConfig) -> Figures:
                 stop = asyncio.Event()
 
                 async def collect() -> None:
+                    # Every 0.2 s: at 500 msg/s that is ~100 new records, well inside the page.
                     while not stop.is_set():
                         async with session.get(
                             "/api/messages/received", params={"queue": queue, "limit": "1000"}
                         ) as resp:
                             doc = await resp.json()
                         for rec in doc.get("messages", []):
-                            if rec.get("queue") != queue:
-                                continue
-                            sent = _as_ns((rec.get("headers") or {}).get(SENT_AT_HEADER))
-                            got = _as_ns(rec.get("received_at"))
                             key = str(rec.get("message_id"))
-                            if sent and got and key not in latencies:
-                                latencies[key] = (sent, (got - sent) / 1e6)
+                            ms = rec.get("latency_ms")
+                            seq = (rec.get("headers") or {}).get("x-warren-seq")
+                            if isinstance(ms, int | float) and key not in latencies:
+                                latencies[key] = (int(seq) if isinstance(seq, int) else 0, ms)
                         if len(latencies) >= count:
                             return
-                        await asyncio.sleep(0.1)
-
-                async def send() -> None:
-                    payload = {
-                        "queue": queue,
-                        "body": body,
-                        "properties": {"headers": {SENT_AT_HEADER: time.time_ns()}},
-                    }
-                    async with session.post("/api/messages", json=payload):
-                        pass
+                        await asyncio.sleep(0.2)
 
                 collector = asyncio.create_task(collect())
-                await paced_publish(count, cfg.latency_rate, send)
                 try:
+                    await run_batch(
+                        session,
+                        queue,
+                        count,
+                        concurrency=cfg.latency_window,
+                        rate=cfg.latency_rate,
+                        poll=0.25,
+                    )
                     await asyncio.wait_for(asyncio.shield(collector), timeout=30)
                 except TimeoutError:
+                    pass
+                finally:
                     stop.set()
                     await collector
             finally:
@@ -590,7 +595,7 @@ async def latency(stack: WarrenStack, cfg: BenchConfig) -> Figures:
     finally:
         await delete_queue(queue)
     if len(latencies) < count * 0.9:
-        raise RuntimeError(f"only {len(latencies)}/{count} records carried latency stamps")
+        raise RuntimeError(f"only {len(latencies)}/{count} processed records carried a latency")
     in_send_order = [ms for _, ms in sorted(latencies.values())]
     return latency_figures(in_send_order[cfg.warmup_latency :], rate=cfg.latency_rate)
 
