@@ -7,7 +7,7 @@ import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -75,3 +75,36 @@ def touch_health_file(path: str) -> None:
             pass
     except OSError as exc:
         log.debug("Health file %s not touched: %s", path, exc)
+
+
+class Service(Protocol):
+    """A replica's service: ``start`` connects (retrying until ``stop`` is set), ``stop`` drains."""
+
+    async def start(self, stop: asyncio.Event) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+async def serve(make: Callable[[], Service], *, name: str) -> None:
+    """Start the service, wait for SIGTERM/SIGINT, then stop it (draining)."""
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    service = make()
+    try:
+        await service.start(stop)
+    except asyncio.CancelledError:
+        log.info("%s stopped before the broker was reachable", name)
+        return
+    await stop.wait()
+    await service.stop()
+    log.info("%s stopped", name)
+
+
+def run_service(make: Callable[[], Service], *, name: str) -> None:
+    """``python -m <service>``: run it on uvloop, and flush traces (bounded) on the way out."""
+    from warren import telemetry
+
+    try:
+        run(lambda: serve(make, name=name))
+    finally:
+        telemetry.shutdown()
