@@ -27,7 +27,16 @@ def test_consumer_replica_sigkill(
     node: RabbitNode, fault_stack: Callable[..., Stack], record: Record
 ) -> None:
     stack = fault_stack(consumers=3, env=EAGER_RECORDS)
-    ledger = start_load(stack, node, "consumer replica SIGKILL", headers=SLOW, at=0.5)
+    # Slow enough (3 replicas x prefetch 20 at 300 ms: ~200 msg/s) that the victim dies with a
+    # full prefetch in flight, which the broker must hand to the survivors.
+    ledger = start_load(
+        stack, node, "consumer replica SIGKILL", headers={"x-warren-work-ms": 300}, at=0.5
+    )
+    wait_until(
+        lambda: any(r["heartbeat"]["in_flight"] for r in stack.replicas("consumer")),
+        timeout=20,
+        what="messages in flight",
+    )
     victim = stack.consumers[0]
     victim.kill(signal.SIGKILL)
     victim.wait(timeout=5)
@@ -36,6 +45,7 @@ def test_consumer_replica_sigkill(
     redelivered = sum(1 for r in ledger.records if r["redelivered"])
     result.notes = f"{redelivered} redelivered to the survivors"
     record(result)
+    assert redelivered > 0, "the killed replica's unacked messages went to the survivors"
 
 
 def test_consumer_replica_sigstop_then_resumed(
