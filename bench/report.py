@@ -363,7 +363,7 @@ def plot(result: RunResult, path: Path) -> None:
     pcts = ("p50_ms", "p90_ms", "p99_ms")
     width = 0.38
     for i, (key, name, color) in enumerate(
-        (("warren_latency", "Warren (HTTP→consumer)", "#d9480f"),
+        (("warren_latency", "Warren (paced batch→consumer)", "#d9480f"),
          ("aiopika_latency", "aio-pika pair", "#4c6ef5"))
     ):  # fmt: skip
         values = [figure(result, key, p) or 0.0 for p in pcts]
