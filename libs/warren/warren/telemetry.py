@@ -161,20 +161,27 @@ def _configure_sdk(service: str) -> None:
     from opentelemetry.sdk.resources import OTELResourceDetector, Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
-    from opentelemetry.sdk.trace.sampling import _get_from_env_or_default
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, _get_from_env_or_default
 
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service)})
     resource = resource.merge(OTELResourceDetector().detect())
-    provider = TracerProvider(resource=resource, sampler=_get_from_env_or_default())
     exporters = os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
     endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
     )
+    exporting = exporters == "otlp" or (exporters != "none" and bool(endpoint))
+    if exporting or os.environ.get("OTEL_TRACES_SAMPLER"):
+        sampler = _get_from_env_or_default()
+    else:
+        # Nothing exports: recording spans only to drop them cost a fifth of the consumer's
+        # CPU (py-spy). Span contexts still propagate, so records keep their trace ids.
+        sampler = ParentBased(ALWAYS_OFF)
+    provider = TracerProvider(resource=resource, sampler=sampler)
     # Asked for explicitly ("otlp"), spans go to the endpoint or OTLP/HTTP's default,
     # localhost:4318; left unset, only to a configured endpoint (no warnings every few seconds
     # on a laptop without Jaeger). We get here too when the distro failed, e.g. because
     # OTEL_EXPORTER_OTLP_PROTOCOL defaulted to grpc and no gRPC exporter is installed.
-    if exporters == "otlp" or (exporters != "none" and endpoint):
+    if exporting:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         # The user's OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT (seconds) wins, read by the exporter.
