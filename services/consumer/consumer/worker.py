@@ -115,6 +115,7 @@ class Worker:
         )
         self.started_at = datetime.now(UTC)
         self.connection: AbstractRobustConnection | None = None
+        self.publish_connection: AbstractRobustConnection | None = None
         self.consumers: dict[str, QueueConsumer] = {}
         self.counters: dict[str, int] = dict.fromkeys(Counters.model_fields, 0)
         self.in_flight = 0
@@ -149,8 +150,14 @@ class Worker:
         self.connection = await amqp.connect(
             s.amqp, service="consumer", replica=self.replica, stop=stop
         )
+        # Publishing (records, heartbeats, retries, dead-letter copies) has its own connection:
+        # during a memory or disk alarm the broker stops reading from any connection that
+        # publishes, and acks sharing it would stall, so consumption could not drain the queue.
+        self.publish_connection = await amqp.connect(
+            s.amqp, service="consumer", replica=f"{self.replica}:publish", stop=stop
+        )
         self._publish_channel, self._exchanges = await amqp.ensure_exchanges(
-            self.connection, self.topology
+            self.publish_connection, self.topology
         )
         control_channel = await self.connection.channel()
         self._control_queue = await control_channel.declare_queue(
@@ -190,8 +197,9 @@ class Worker:
         await cancel_and_wait(*self._tasks)
         await self._batcher.flush()
         await self._send_heartbeat()
-        if self.connection is not None:
-            await close_quietly(self.connection.close, what="connection", timeout=3)
+        for connection in (self.connection, self.publish_connection):
+            if connection is not None:
+                await close_quietly(connection.close, what="connection", timeout=3)
 
     # Consuming --------------------------------------------------------------------------------
 
@@ -690,7 +698,10 @@ class Worker:
             pid=os.getpid(),
             started_at=self.started_at,
             interval_s=self.settings.heartbeat_interval,
-            connection=amqp.connection_state(self.connection),
+            connection=_worst(
+                amqp.connection_state(self.connection),
+                amqp.connection_state(self.publish_connection),
+            ),
             queues=[qc.info() for qc in self.consumers.values()],
             in_flight=self.in_flight,
             counters=Counters(**self.counters),
@@ -734,6 +745,14 @@ async def _bounded(publish: Awaitable[T]) -> T:
         if task is not None and task.cancelling():
             raise
         raise TimeoutError("the broker did not confirm in time") from None
+
+
+def _worst(*states: str) -> Literal["connected", "reconnecting", "closed"]:
+    """The state to report for several connections: the least healthy one."""
+    for state in ("closed", "reconnecting"):
+        if state in states:
+            return state
+    return "connected"
 
 
 def _attempts(message: AbstractIncomingMessage, headers: dict[str, Any]) -> int:

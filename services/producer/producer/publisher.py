@@ -219,16 +219,43 @@ class Publisher:
         return await channel.get_exchange(job.exchange, ensure=False)
 
     async def _open(self, **options: Any) -> AbstractChannel:
-        """A channel, or ``JobFailed``: a blocked broker does not even answer Channel.Open."""
-        try:
-            async with asyncio.timeout(self._timeout):
-                return await self._connection.channel(**options)
-        except TimeoutError as exc:
-            raise JobFailed(
-                "timeout",
-                f"could not open a channel within {self._timeout:g} s "
-                "(broker blocked by a resource alarm, or the network is partitioned)",
-            ) from exc
+        """A channel, or ``JobFailed``: a blocked broker does not even answer Channel.Open.
+
+        A connection that drops while the channel opens (the broker closing connections, a
+        restart) is waited out like a publish that raised: the job goes on once it is back.
+        """
+        outage_started: float | None = None
+        while True:
+            try:
+                async with asyncio.timeout(self._timeout):
+                    return await self._connection.channel(**options)
+            except TimeoutError as exc:
+                raise JobFailed(
+                    "timeout",
+                    f"could not open a channel within {self._timeout:g} s "
+                    "(broker blocked by a resource alarm, or the network is partitioned)",
+                ) from exc
+            except asyncio.CancelledError as exc:
+                # aiormq cancels pending RPCs with the close reason when the connection drops;
+                # only a cancel of this task itself is a real cancellation.
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+                error: BaseException = exc
+            except (*CONNECTION_ERRORS, aiormq.exceptions.AMQPError) as exc:  # type: ignore[misc]
+                error = exc
+            now = time.monotonic()
+            outage_started = outage_started or now
+            remaining = self._retry_deadline - (now - outage_started)
+            if remaining <= 0:
+                raise JobFailed(
+                    "connection", f"broker unreachable for {self._retry_deadline:g} s: {error!r}"
+                ) from error
+            log.info("Connection lost while opening a channel (%r); waiting for it", error)
+            try:
+                await asyncio.wait_for(self._connection.ready(), remaining)
+            except TimeoutError:
+                continue
 
     def _close_later(self, channel: AbstractChannel) -> None:
         """Close a channel without making the job's result wait for the broker's answer."""
