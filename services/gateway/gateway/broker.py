@@ -58,6 +58,7 @@ class GatewayBroker:
         self.instance = instance
         self.topology = Topology(settings.namespace)
         self.connection: Connection | None = None
+        self.events_connection: Connection | None = None
         self.server_properties: dict[str, Any] = {}
         self._channel: AbstractChannel | None = None
         self._exchanges: amqp.Exchanges | None = None
@@ -74,7 +75,14 @@ class GatewayBroker:
     def connection_state(self) -> str:
         if self._connect_task is not None and not self._connect_task.done():
             return "reconnecting"
-        return amqp.connection_state(self.connection)
+        states = {
+            amqp.connection_state(self.connection),
+            amqp.connection_state(self.events_connection),
+        }
+        for state in ("closed", "reconnecting"):
+            if state in states:
+                return state
+        return "connected"
 
     @property
     def ready(self) -> bool:
@@ -95,6 +103,15 @@ class GatewayBroker:
         except asyncio.CancelledError:
             return
         self.connection = connection
+        # Events come in on a connection of their own: during a memory or disk alarm the broker
+        # stops reading from a connection that publishes, and the console would go blind (no
+        # records, replicas shown lost) for as long as the alarm lasts.
+        try:
+            self.events_connection = await amqp.connect(
+                s.amqp, service="gateway", replica=f"{self.instance}:events", stop=self._stop
+            )
+        except asyncio.CancelledError:
+            return
         props = getattr(getattr(connection, "transport", None), "connection", None)
         self.server_properties = dict(getattr(props, "server_properties", {}) or {})
         self._channel = await connection.channel(publisher_confirms=True, on_return_raises=False)
@@ -102,7 +119,7 @@ class GatewayBroker:
         # Producers declare it too; declaring here means jobs sent before any producer
         # started wait in the queue instead of being returned as unroutable.
         await amqp.declare_jobs_queue(self._channel, self.topology, self._exchanges)
-        events_channel = await connection.channel()
+        events_channel = await self.events_connection.channel()
         await events_channel.set_qos(prefetch_count=200)
         # Not exclusive: an exclusive queue dies with the connection, so events sent while the
         # gateway is cut off (a job's final result, say) would be lost. This one outlives a
@@ -141,11 +158,12 @@ class GatewayBroker:
             if self._connect_task is not None:
                 self._connect_task.cancel()
                 await asyncio.gather(self._connect_task, return_exceptions=True)
-            if self.connection is not None and not self.connection.is_closed:
-                try:
-                    await asyncio.wait_for(self.connection.close(), 5)
-                except Exception as exc:
-                    log.warning("Closing the broker connection failed: %s", exc)
+            for connection in (self.events_connection, self.connection):
+                if connection is not None and not connection.is_closed:
+                    try:
+                        await asyncio.wait_for(connection.close(), 5)
+                    except Exception as exc:
+                        log.warning("Closing the broker connection failed: %s", exc)
             self._exchanges = None
             self._channel = None
             self._events_queue = None
