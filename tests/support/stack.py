@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -195,3 +197,30 @@ class Stack:
 
     def close(self) -> None:
         self.http.close()
+
+
+@contextmanager
+def running_stack(log_dir: Path, **kwargs: Any) -> Iterator[Stack]:
+    """A started stack outside a test's own fixtures (for module-scoped ones): its processes log
+    to ``log_dir``, their log tails are printed if anything fails, and all is cleaned up."""
+    procs: list[ServiceProcess] = []
+
+    def factory(
+        module: str, env: dict[str, str] | None = None, name: str | None = None, **kw: Any
+    ) -> ServiceProcess:
+        proc = ServiceProcess(module, env, name, log_dir=log_dir, **kw)
+        proc.start()
+        procs.append(proc)
+        return proc
+
+    stack = Stack(factory, **kwargs)
+    try:
+        stack.start()
+        yield stack
+    except BaseException:
+        for proc in procs:
+            proc.dump_tail()
+        raise
+    finally:
+        stack.cleanup()
+        stack.close()

@@ -7,14 +7,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pika
 import pytest
 
-from tests.support.procs import ServiceProcess
-from tests.support.stack import LOCAL_AMQP, Stack, wait_until
+from tests.support.stack import LOCAL_AMQP, Stack, running_stack, wait_until
 
 pytestmark = [pytest.mark.system, pytest.mark.broker]
 
@@ -23,28 +21,8 @@ pytestmark = [pytest.mark.system, pytest.mark.broker]
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """One gateway and one producer for the module's API tests (no consumer: queues keep
     what is published, so the tests read it back)."""
-    log_dir: Path = tmp_path_factory.mktemp("publish-stack")
-    procs: list[ServiceProcess] = []
-
-    def factory(
-        module: str, env: dict[str, str] | None = None, name: str | None = None, **kw: Any
-    ) -> ServiceProcess:
-        proc = ServiceProcess(module, env, name, log_dir=log_dir, **kw)
-        proc.start()
-        procs.append(proc)
-        return proc
-
-    s = Stack(factory, consumers=0)
-    try:
-        s.start()
+    with running_stack(tmp_path_factory.mktemp("publish-stack"), consumers=0) as s:
         yield s
-    except BaseException:
-        for proc in procs:
-            proc.dump_tail()
-        raise
-    finally:
-        s.cleanup()
-        s.close()
 
 
 class Broker:

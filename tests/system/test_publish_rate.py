@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pika
 import pytest
 
-from tests.support.procs import ServiceProcess
-from tests.support.stack import LOCAL_AMQP, Stack
+from tests.support.stack import LOCAL_AMQP, Stack, running_stack
 
 pytestmark = [pytest.mark.system, pytest.mark.broker]
 
@@ -18,28 +16,8 @@ pytestmark = [pytest.mark.system, pytest.mark.broker]
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A gateway and a producer, no consumer: the queue keeps what was published."""
-    log_dir: Path = tmp_path_factory.mktemp("publish-rate-stack")
-    procs: list[ServiceProcess] = []
-
-    def factory(
-        module: str, env: dict[str, str] | None = None, name: str | None = None, **kw: Any
-    ) -> ServiceProcess:
-        proc = ServiceProcess(module, env, name, log_dir=log_dir, **kw)
-        proc.start()
-        procs.append(proc)
-        return proc
-
-    s = Stack(factory, consumers=0)
-    try:
-        s.start()
+    with running_stack(tmp_path_factory.mktemp("publish-rate-stack"), consumers=0) as s:
         yield s
-    except BaseException:
-        for proc in procs:
-            proc.dump_tail()
-        raise
-    finally:
-        s.cleanup()
-        s.close()
 
 
 def published_us(queue: str, count: int) -> list[int]:
