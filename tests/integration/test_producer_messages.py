@@ -48,3 +48,38 @@ def test_a_single_message_is_never_a_template_and_keeps_its_id() -> None:
     assert (message.body, message.message_id) == (b"{seq}", "m")
     assert message.content_type == "text/plain"
     assert "x-warren-seq" not in (message.headers or {})
+
+
+def test_untraced_batch_messages_carry_the_same_properties_as_traced_ones() -> None:
+    """The quiet path (straight to aiormq) must put on the wire what aio-pika would."""
+    props = MessageProperties(
+        content_type="application/vnd.x+json",
+        content_encoding="utf-8",
+        delivery_mode=2,
+        priority=7,
+        expiration=1500,
+        correlation_id="c",
+        reply_to="r",
+        type="t",
+        app_id="a",
+        user_id="guest",
+        timestamp=True,
+        headers={"tenant": "acme", "n": 3},
+    )
+    factory = MessageFactory(PublishJob(batch=True, count=5, body={"k": 1}, properties=props))
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+    factory.quiet({"traceparent": traceparent})
+    via_aio_pika, quiet = factory.build(3).properties, factory.properties(3)
+    for name in ("headers", "timestamp"):
+        setattr(via_aio_pika, name, None)
+    quiet_headers, quiet.headers, quiet.timestamp = dict(quiet.headers or {}), None, None
+    assert quiet == via_aio_pika
+    assert quiet_headers.pop("traceparent") == traceparent
+    assert quiet_headers.pop("x-warren-published-us") > 0
+    assert quiet_headers == {
+        "tenant": "acme",
+        "n": 3,
+        "x-warren-job": factory.job.job_id,
+        "x-warren-seq": 3,
+    }
+    assert factory.body(3) == factory.build(3).body

@@ -17,19 +17,23 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
-from aiormq.abc import DeliveredMessage
-from opentelemetry import context as otel_context
-from opentelemetry import trace
+from aiormq import spec
+from aiormq.abc import ConfirmationFrameType, DeliveredMessage
+from opentelemetry import propagate, trace
 
 from warren.amqp import CONNECTION_ERRORS
 from warren.contracts import PUBLISHED_US_HEADER, JobProgress, JobStatus, PublishJob
 
 log = logging.getLogger(__name__)
+
+# Sends one message once; called again to resend it after a fault.
+Send = Callable[[], Awaitable[ConfirmationFrameType | DeliveredMessage | None]]
 
 
 class JobFailed(Exception):
@@ -132,6 +136,16 @@ class MessageFactory:
             "app_id": props.app_id,
             "user_id": props.user_id,
         }
+        # The job's fixed AMQP properties exactly as aio-pika encodes them, for the messages
+        # published below aio-pika (see ``Publisher._send_quiet``).
+        encoded_props = aio_pika.Message(b"", **self._kwargs).properties
+        self._fixed = {
+            name: value
+            for name in spec.Basic.Properties.__slots__
+            if name not in ("headers", "message_id", "timestamp")
+            and (value := getattr(encoded_props, name)) is not None
+        }
+        self._quiet_headers = self._headers
 
     @property
     def templated(self) -> bool:
@@ -154,20 +168,40 @@ class MessageFactory:
             return self._id_base
         return f"{self._id_base}-{seq}"
 
-    def build(self, seq: int) -> aio_pika.Message:
-        body = self._static_body if self._template is None else self._fill(seq)
-        headers = self._headers.copy()
+    def quiet(self, trace_headers: dict[str, Any]) -> None:
+        """Trace headers every untraced message of the job carries (see ``Publisher.run``)."""
+        self._quiet_headers = {**self._headers, **trace_headers}
+
+    def body(self, seq: int) -> bytes:
+        return self._static_body if self._template is None else self._fill(seq)
+
+    def _headers_for(self, seq: int, base: dict[str, Any]) -> dict[str, Any]:
+        headers = base.copy()
         if self.job.batch:
             headers["x-warren-seq"] = seq
         # Microsecond publish time as an integer: the AMQP timestamp has whole seconds only,
         # and pamqp encodes a float header as a 32-bit float (about two minutes off today).
         headers[PUBLISHED_US_HEADER] = time.time_ns() // 1000
+        return headers
+
+    def build(self, seq: int) -> aio_pika.Message:
+        """The message for aio-pika's (instrumented) ``Exchange.publish``."""
         return aio_pika.Message(
-            body,
+            self.body(seq),
             message_id=self.message_id(seq),
             timestamp=datetime.now(UTC) if self._stamp else None,
-            headers=headers,
+            headers=self._headers_for(seq, self._headers),
             **self._kwargs,
+        )
+
+    def properties(self, seq: int) -> spec.Basic.Properties:
+        """The same properties as ``build(seq)``'s, made directly (a tenth of the cost), with
+        the job's quiet trace headers instead of a publish span's."""
+        return spec.Basic.Properties(
+            message_id=self.message_id(seq),
+            timestamp=datetime.now(UTC) if self._stamp else None,
+            headers=self._headers_for(seq, self._quiet_headers),
+            **self._fixed,
         )
 
 
@@ -297,21 +331,20 @@ class Publisher:
             state.message_id = factory.message_id(0)
         # Untraced messages of a batch still carry the job's trace id, but flagged "not
         # sampled": with the default parent-based sampler nothing downstream records a span for
-        # them, so a batch of a million is one readable trace, not a million-span one.
-        quiet_ctx = (
-            trace.set_span_in_context(
-                trace.NonRecordingSpan(
-                    trace.SpanContext(
-                        trace_id=span_ctx.trace_id,
-                        span_id=span_ctx.span_id,
-                        is_remote=False,
-                        trace_flags=trace.TraceFlags(trace.TraceFlags.DEFAULT),
-                    )
+        # them, so a batch of a million is one readable trace, not a million-span one. Their
+        # trace headers are the same for the whole job, so they are made once, here.
+        if span_ctx.is_valid:
+            quiet_span = trace.NonRecordingSpan(
+                trace.SpanContext(
+                    trace_id=span_ctx.trace_id,
+                    span_id=span_ctx.span_id,
+                    is_remote=False,
+                    trace_flags=trace.TraceFlags(trace.TraceFlags.DEFAULT),
                 )
             )
-            if span_ctx.is_valid
-            else None
-        )
+            trace_headers: dict[str, Any] = {}
+            propagate.inject(trace_headers, context=trace.set_span_in_context(quiet_span))
+            factory.quiet(trace_headers)
         try:
             channel = await self._open(publisher_confirms=True, on_return_raises=False)
         except JobFailed as exc:
@@ -343,15 +376,19 @@ class Publisher:
                             await asyncio.sleep(delay)
                             if state.cancelled:
                                 return
-                    message = factory.build(seq)
-                    if not job.batch or quiet_ctx is None or self._traced(seq):
-                        await self._publish(state, channel, exchange, message)
+                    send: Send
+                    if job.batch and not self._traced(seq):
+                        props = factory.properties(seq)
+                        send = partial(self._send_quiet, channel, job, factory.body(seq), props)
                     else:
-                        token = otel_context.attach(quiet_ctx)
-                        try:
-                            await self._publish(state, channel, exchange, message)
-                        finally:
-                            otel_context.detach(token)
+                        send = partial(
+                            exchange.publish,
+                            factory.build(seq),
+                            job.routing_key,
+                            mandatory=True,
+                            timeout=self._timeout,
+                        )
+                    await self._publish(state, channel, send)
 
             workers = [asyncio.create_task(worker()) for _ in range(window)]
             try:
@@ -370,13 +407,25 @@ class Publisher:
             if not job.batch and state.confirmed != 1 and state.error is None:
                 state.status, state.error, state.error_kind = "failed", "not confirmed", "other"
 
-    async def _publish(
-        self,
-        state: JobState,
-        channel: AbstractChannel,
-        exchange: AbstractExchange,
-        message: aio_pika.Message,
-    ) -> None:
+    async def _send_quiet(
+        self, channel: AbstractChannel, job: PublishJob, body: bytes, props: spec.Basic.Properties
+    ) -> ConfirmationFrameType | DeliveredMessage | None:
+        """An untraced batch message, straight to aiormq: what aio-pika's ``Exchange.publish``
+        does, without a ``Message`` object and a non-recording publish span per message (a
+        third of the producer's time per message went there)."""
+        if channel.is_closed:
+            raise aiormq.exceptions.ChannelInvalidStateError(f"{channel!r} closed")
+        underlay = await channel.get_underlay_channel()
+        return await underlay.basic_publish(
+            body,
+            exchange=job.exchange,
+            routing_key=job.routing_key,
+            properties=props,
+            mandatory=True,
+            timeout=self._timeout,
+        )
+
+    async def _publish(self, state: JobState, channel: AbstractChannel, send: Send) -> None:
         """Publish one message until the broker answers it; count what it answered.
 
         Only a ``Basic.Ack`` counts as confirmed. When the connection or channel is lost, the
@@ -391,9 +440,7 @@ class Publisher:
         timeouts = 0  # of this message: resent at most twice while the broker answers others
         while True:
             try:
-                result = await exchange.publish(
-                    message, routing_key, mandatory=True, timeout=self._timeout
-                )
+                result = await send()
             except aio_pika.exceptions.DeliveryError:
                 state.published += 1
                 state.nacked += 1
