@@ -184,3 +184,24 @@ def test_setup_reports_an_instrumentation_that_excludes_the_installed_version() 
         done.stdout
     )
     assert "instrumentation not active: aio-pika" in done.stderr  # the ERROR log line
+
+
+@pytest.mark.parametrize(
+    ("sampler", "drops"),
+    [
+        ("parentbased_always_on", (True, False)),  # the default
+        ("parentbased_always_off", (True, True)),  # what Warren uses when nothing exports
+        ("always_on", (False, False)),  # records under a not-sampled parent too
+        ("parentbased_traceidratio", (True, False)),  # roots: some kept, some dropped
+        ("traceidratio", (False, False)),
+    ],
+)
+def test_the_sampler_is_asked_which_consume_spans_it_would_drop(
+    sampler: str, drops: tuple[bool, bool], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opentelemetry.sdk.trace.sampling import _get_from_env_or_default
+
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", sampler)
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.5")
+    assert telemetry._sampler_drops(_get_from_env_or_default()) == drops
+    assert telemetry._sampler_drops(None) == (True, True)  # no SDK: nothing records
