@@ -81,11 +81,6 @@ def current_trace_id() -> str | None:
     return format(ctx.trace_id, "032x") if ctx.is_valid else None
 
 
-def current_span_id() -> str | None:
-    ctx = trace.get_current_span().get_span_context()
-    return format(ctx.span_id, "016x") if ctx.is_valid else None
-
-
 @contextmanager
 def untraced() -> Iterator[None]:
     """Publish Warren's own traffic (heartbeats, progress, records) without spans, end to end.

@@ -563,6 +563,7 @@ class Worker:
             latency_ms = round((processed_at - published_at).total_seconds() * 1000, 3)
         exchange = headers.get(EXCHANGE_HEADER, message.exchange)
         routing_key = headers.get(ROUTING_KEY_HEADER, message.routing_key)
+        ctx = trace.get_current_span().get_span_context()
         return ProcessedRecord(
             message_id=message.message_id,
             queue=qc.name,
@@ -584,8 +585,8 @@ class Worker:
             processed_at=processed_at,
             latency_ms=latency_ms,
             processing_ms=round(processing_s * 1000, 3),
-            trace_id=telemetry.current_trace_id(),
-            span_id=telemetry.current_span_id(),
+            trace_id=format(ctx.trace_id, "032x") if ctx.is_valid else None,
+            span_id=format(ctx.span_id, "016x") if ctx.is_valid else None,
         )
 
     # Resilience -------------------------------------------------------------------------------
@@ -796,4 +797,5 @@ def _properties(message: AbstractIncomingMessage) -> dict[str, Any]:
         "user_id": message.user_id,
         "app_id": message.app_id,
     }
-    return {k: _jsonable(v) for k, v in props.items() if v is not None}
+    # Every value is a str, an int, a float or None here: nothing to convert.
+    return {k: v for k, v in props.items() if v is not None}
