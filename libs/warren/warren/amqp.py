@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -18,7 +19,7 @@ from aio_pika.abc import (
 )
 from pydantic import BaseModel, TypeAdapter
 
-from warren.contracts import JOBS_ROUTING_KEY, Topology
+from warren.contracts import JOBS_ROUTING_KEY, Topology, control_replica_key
 from warren.settings import AmqpSettings
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,28 @@ async def ensure_exchanges(
                 retry_interval,
             )
         await asyncio.sleep(retry_interval)
+
+
+async def consume_control(
+    connection: AbstractRobustConnection,
+    topology: Topology,
+    exchanges: Exchanges,
+    *,
+    replica: str,
+    broadcast_key: str,
+    on_message: Callable[[AbstractIncomingMessage], Awaitable[None]],
+) -> aio_pika.abc.AbstractQueue:
+    """This replica's control queue, on its own channel: exclusive, gone with the replica, bound
+    to the role's broadcast key and to the replica's own key, consumed without acks (a control
+    command is acted on at once or not at all)."""
+    channel = await connection.channel()
+    queue = await channel.declare_queue(
+        topology.control_queue(replica), exclusive=True, auto_delete=True
+    )
+    await queue.bind(exchanges.control, broadcast_key)
+    await queue.bind(exchanges.control, control_replica_key(replica))
+    await queue.consume(on_message, no_ack=True)
+    return queue
 
 
 async def declare_jobs_queue(

@@ -49,7 +49,6 @@ from warren.contracts import (
     ProcessedRecord,
     RecordBatch,
     Topology,
-    control_replica_key,
     heartbeat_key,
     records_key,
 )
@@ -159,13 +158,14 @@ class Worker:
         self._publish_channel, self._exchanges = await amqp.ensure_exchanges(
             self.publish_connection, self.topology
         )
-        control_channel = await self.connection.channel()
-        self._control_queue = await control_channel.declare_queue(
-            self.topology.control_queue(self.replica), exclusive=True, auto_delete=True
+        self._control_queue = await amqp.consume_control(
+            self.connection,
+            self.topology,
+            self._exchanges,
+            replica=self.replica,
+            broadcast_key=CONTROL_ALL_CONSUMERS,
+            on_message=self._on_control,
         )
-        await self._control_queue.bind(self._exchanges.control, CONTROL_ALL_CONSUMERS)
-        await self._control_queue.bind(self._exchanges.control, control_replica_key(self.replica))
-        await self._control_queue.consume(self._on_control, no_ack=True)
         self.connection.close_callbacks.add(self._on_connection_lost)
         self.connection.reconnect_callbacks.add(self._on_reconnected)
         for name in s.consumer.queues:

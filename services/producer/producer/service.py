@@ -30,7 +30,6 @@ from warren.contracts import (
     JobProgress,
     PublishJob,
     Topology,
-    control_replica_key,
     heartbeat_key,
     job_key,
 )
@@ -84,13 +83,14 @@ class ProducerService:
         self._events_channel = await self.connection.channel()
         self._exchanges = await amqp.declare_exchanges(self._events_channel, self.topology)
 
-        control_channel = await self.connection.channel()
-        self._control_queue = await control_channel.declare_queue(
-            self.topology.control_queue(self.replica), exclusive=True, auto_delete=True
+        self._control_queue = await amqp.consume_control(
+            self.connection,
+            self.topology,
+            self._exchanges,
+            replica=self.replica,
+            broadcast_key=CONTROL_ALL_PRODUCERS,
+            on_message=self._on_control,
         )
-        await self._control_queue.bind(self._exchanges.control, CONTROL_ALL_PRODUCERS)
-        await self._control_queue.bind(self._exchanges.control, control_replica_key(self.replica))
-        await self._control_queue.consume(self._on_control, no_ack=True)
 
         jobs_channel = await self.connection.channel()
         await jobs_channel.set_qos(prefetch_count=s.producer.max_jobs)
