@@ -29,8 +29,12 @@ from bench.config import BenchConfig
 Figures = dict[str, float]
 
 
-def _rate(count: int, elapsed: float) -> Figures:
-    return {"rate": count / elapsed, "count": float(count), "elapsed_s": elapsed}
+def _rate(count: int, elapsed: float, cpu_s: float | None = None) -> Figures:
+    figures = {"rate": count / elapsed, "count": float(count), "elapsed_s": elapsed}
+    if cpu_s is not None:
+        # The client's CPU per message: far steadier than a rate on a shared machine.
+        figures["cpu_us_per_msg"] = cpu_s / count * 1e6
+    return figures
 
 
 # --- publishers ------------------------------------------------------------------------------
@@ -57,7 +61,8 @@ def pika_publish_sequential(cfg: BenchConfig) -> Figures:
     return _rate(count, elapsed)
 
 
-async def _aio_pika_publish(queue: str, count: int, window: int) -> float:
+async def _aio_pika_publish(queue: str, count: int, window: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) to publish ``count`` messages."""
     body = payload()
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
@@ -68,13 +73,13 @@ async def _aio_pika_publish(queue: str, count: int, window: int) -> float:
         def message() -> aio_pika.Message:
             return aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         if window <= 1:
             for _ in range(count):
                 await exchange.publish(message(), routing_key=queue)
         else:
             await _windowed(count, window, lambda: exchange.publish(message(), routing_key=queue))
-        return time.perf_counter() - started
+        return time.perf_counter() - started, time.process_time() - cpu
 
 
 async def _windowed(count: int, window: int, publish: Any) -> None:
@@ -106,26 +111,26 @@ def aio_pika_publish_sequential(cfg: BenchConfig) -> Figures:
     count = cfg.sequential_count
     queue = unique_queue("aiopika-pub-seq")
 
-    async def go() -> float:
+    async def go() -> tuple[float, float]:
         try:
             return await _aio_pika_publish(queue, count, 1)
         finally:
             await delete_queue(queue)
 
-    return _rate(count, run_async(go))
+    return _rate(count, *run_async(go))
 
 
 def aio_pika_publish_window(cfg: BenchConfig) -> Figures:
     count = cfg.publish_count
     queue = unique_queue("aiopika-pub-window")
 
-    async def go() -> float:
+    async def go() -> tuple[float, float]:
         try:
             return await _aio_pika_publish(queue, count, cfg.window)
         finally:
             await delete_queue(queue)
 
-    return _rate(count, run_async(go)) | {"window": float(cfg.window)}
+    return _rate(count, *run_async(go)) | {"window": float(cfg.window)}
 
 
 def aiormq_publish_window(cfg: BenchConfig) -> Figures:
@@ -161,8 +166,9 @@ def aiormq_publish_window(cfg: BenchConfig) -> Figures:
 # --- consumers -------------------------------------------------------------------------------
 
 
-async def _aio_pika_drain(queue: str, count: int, prefetch: int) -> float:
-    """Consume ``count`` prefilled messages with a no-op handler and one ack per message."""
+async def _aio_pika_drain(queue: str, count: int, prefetch: int) -> tuple[float, float]:
+    """Consume ``count`` prefilled messages with a no-op handler and one ack per message:
+    (wall seconds, CPU seconds of this process)."""
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
         channel = await connection.channel()
@@ -178,25 +184,25 @@ async def _aio_pika_drain(queue: str, count: int, prefetch: int) -> float:
             if received >= count:
                 done.set()
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         tag = await declared.consume(handle)
         await asyncio.wait_for(done.wait(), timeout=max(60.0, count / 100))
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
         await declared.cancel(tag)
-        return elapsed
+        return elapsed, cpu
 
 
 def _aio_pika_consume(cfg: BenchConfig, prefetch: int, count: int) -> Figures:
     queue = unique_queue(f"aiopika-consume-p{prefetch}")
 
-    async def go() -> float:
+    async def go() -> tuple[float, float]:
         try:
             await prefill(queue, count)
             return await _aio_pika_drain(queue, count, prefetch)
         finally:
             await delete_queue(queue)
 
-    return _rate(count, run_async(go)) | {"prefetch": float(prefetch)}
+    return _rate(count, *run_async(go)) | {"prefetch": float(prefetch)}
 
 
 def aio_pika_consume_prefetch1(cfg: BenchConfig) -> Figures:

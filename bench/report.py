@@ -211,7 +211,10 @@ def _baseline_rows(result: RunResult) -> list[list[str]]:
         if len(o.runs) > 1 and o.measure.unit != "ms":
             rates = [r["rate"] for r in o.runs]
             spread = f"{_fmt(min(rates))}–{_fmt(max(rates))}"
-        rows.append([o.measure.kind, o.measure.label, value, spread, o.measure.reference or ""])
+        cpu = _fmt(med.get("cpu_us_per_msg")) if o.runs else "—"
+        rows.append(
+            [o.measure.kind, o.measure.label, value, spread, cpu, o.measure.reference or ""]
+        )
     return rows
 
 
@@ -241,8 +244,8 @@ def markdown(result: RunResult, rows: list[dict[str, Any]], doc: dict[str, Any])
         "",
         "## Every measurement",
         "",
-        "| side | path | median | min–max | issue's reference |",
-        "|---|---|---:|---:|---:|",
+        "| side | path | median | min–max | CPU µs/msg | issue's reference |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     lines += [f"| {' | '.join(cells)} |" for cells in _baseline_rows(result)]
     if result.warren_error:
@@ -251,7 +254,10 @@ def markdown(result: RunResult, rows: list[dict[str, Any]], doc: dict[str, Any])
         "",
         "How each figure is taken: see `bench/README.md`. Consume rates of Warren are timed at the "
         "broker (exact passive declares, from the first consumed message until none is ready) "
-        "and count the last prefetch-full of messages as not done, so they are a lower bound.",
+        "and count the last prefetch-full of messages as not done, so they are a lower bound. "
+        "CPU µs/msg is the client's CPU time per message (user + system): the bench process's "
+        "for a raw client, the producer's or the consumer replicas' for Warren. It varies far "
+        "less than a rate on a shared machine.",
         "",
         "![throughput and latency](throughput.png)",
         "",
@@ -288,7 +294,7 @@ def console(result: RunResult, rows: list[dict[str, Any]]) -> None:
         )
     out.print(table)
     every = Table(title="Every measurement")
-    for col in ("side", "path", "median", "min–max", "issue's ref."):
+    for col in ("side", "path", "median", "min–max", "CPU µs/msg", "issue's ref."):
         every.add_column(col)
     for cells in _baseline_rows(result):
         every.add_row(*cells)

@@ -98,6 +98,14 @@ class Service:
         except psutil.Error:
             return float("nan")
 
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the process has used so far."""
+        try:
+            times = self.ps.cpu_times()
+        except psutil.Error:
+            return float("nan")
+        return float(times.user + times.system)
+
     def tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -425,9 +433,12 @@ async def batch_publish(stack: WarrenStack, cfg: BenchConfig) -> Figures:
     """A batch of 1 KiB persistent messages through gateway → producer, window W."""
     queue = unique_queue("warren-batch")
     await declare_queue(queue)
+    assert stack.producer is not None
     try:
         async with api(stack) as session:
+            cpu = stack.producer.cpu_s()
             job, wall = await run_batch(session, queue, cfg.publish_count, concurrency=cfg.window)
+            cpu = stack.producer.cpu_s() - cpu
         confirmed = int(job.get("confirmed", 0))
         if confirmed < cfg.publish_count:
             raise RuntimeError(f"only {confirmed}/{cfg.publish_count} confirmed")
@@ -439,6 +450,7 @@ async def batch_publish(stack: WarrenStack, cfg: BenchConfig) -> Figures:
             "wall_s": wall,
             "rate_wall": confirmed / wall,
             "window": float(cfg.window),
+            "cpu_us_per_msg": cpu / confirmed * 1e6,  # the producer's, whole job
         }
     finally:
         await delete_queue(queue)
@@ -451,6 +463,7 @@ async def _consume(
     await prefill(queue, count)
     try:
         async with api(stack) as session:
+            cpu = sum(c.cpu_s() for c in stack.consumers)
             watcher = asyncio.create_task(
                 watch_drain(queue, start_ready=count, timeout=max(60.0, count / 50))
             )
@@ -460,12 +473,16 @@ async def _consume(
                 ):
                     pass
                 elapsed, covered = await watcher
+                cpu = sum(c.cpu_s() for c in stack.consumers) - cpu
             finally:
                 watcher.cancel()
                 await stop_consuming(session, queue)
         return _drain_rate(elapsed, covered, prefetch, replicas_n) | {
             "prefetch": float(prefetch),
             "replicas": float(replicas_n),
+            # The replicas' CPU per message, from the start command until none is ready
+            # (control plane and heartbeats included), over the messages certainly done then.
+            "cpu_us_per_msg": cpu / max(count - prefetch * replicas_n, 1) * 1e6,
         }
     finally:
         await delete_queue(queue)
