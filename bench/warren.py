@@ -142,6 +142,8 @@ class WarrenStack:
                 "WARREN_MANAGEMENT__URL": MANAGEMENT_URL,
                 "WARREN_GATEWAY__HOST": "127.0.0.1",
                 "WARREN_GATEWAY__PORT": str(self.port),
+                # Every record of a latency run stays readable until it is read, once, after it.
+                "WARREN_GATEWAY__HISTORY": "5000",
                 # Spans are still made (the instrumentation's cost is Warren's cost), but with
                 # no collector here an exporter would only add retries and slow exits.
                 "OTEL_TRACES_EXPORTER": "none",
@@ -572,41 +574,33 @@ async def latency(stack: WarrenStack, cfg: BenchConfig) -> Figures:
             try:
                 async with session.delete("/api/messages/received", raise_for_status=False):
                     pass
-                stop = asyncio.Event()
-
-                async def collect() -> None:
-                    # Every 0.2 s: at 500 msg/s that is ~100 new records, well inside the page.
-                    while not stop.is_set():
-                        async with session.get(
-                            "/api/messages/received", params={"queue": queue, "limit": "1000"}
-                        ) as resp:
-                            doc = await resp.json()
-                        for rec in doc.get("messages", []):
-                            key = str(rec.get("message_id"))
-                            ms = rec.get("latency_ms")
-                            seq = (rec.get("headers") or {}).get("x-warren-seq")
-                            if isinstance(ms, int | float) and key not in latencies:
-                                latencies[key] = (int(seq) if isinstance(seq, int) else 0, ms)
-                        if len(latencies) >= count:
-                            return
-                        await asyncio.sleep(0.2)
-
-                collector = asyncio.create_task(collect())
-                try:
-                    await run_batch(
-                        session,
-                        queue,
-                        count,
-                        concurrency=cfg.latency_window,
-                        rate=cfg.latency_rate,
-                        poll=0.25,
-                    )
-                    await asyncio.wait_for(asyncio.shield(collector), timeout=30)
-                except TimeoutError:
-                    pass
-                finally:
-                    stop.set()
-                    await collector
+                await run_batch(
+                    session,
+                    queue,
+                    count,
+                    concurrency=cfg.latency_window,
+                    rate=cfg.latency_rate,
+                    poll=0.25,
+                )
+                # The records are read once, after the run: polling the gateway for pages of
+                # records during it made the gateway encode megabytes of JSON a second, on the
+                # same two cores as the path being measured (p99 grew round after round).
+                deadline = time.monotonic() + 30
+                while await gateway_processed(session, queue) < count:
+                    if time.monotonic() > deadline:
+                        break
+                    await asyncio.sleep(0.2)
+                await asyncio.sleep(0.5)  # the last batch of records follows the heartbeat
+                async with session.get(
+                    "/api/messages/received", params={"queue": queue, "limit": str(count)}
+                ) as resp:
+                    doc = await resp.json()
+                for rec in doc.get("messages", []):
+                    key = str(rec.get("message_id"))
+                    ms = rec.get("latency_ms")
+                    seq = (rec.get("headers") or {}).get("x-warren-seq")
+                    if isinstance(ms, int | float) and key not in latencies:
+                        latencies[key] = (int(seq) if isinstance(seq, int) else 0, ms)
             finally:
                 await stop_consuming(session, queue)
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -95,6 +96,11 @@ async def serve(make: Callable[[], Service], *, name: str) -> None:
     except asyncio.CancelledError:
         log.info("%s stopped before the broker was reachable", name)
         return
+    # Everything made while starting (modules, pydantic schemas, the SDK) lives as long as the
+    # process: moved out of the collector's reach, a full collection no longer walks it, and
+    # the pauses it made in message handling (a p99 of 10-20 ms at 500 msg/s) shrink.
+    gc.collect()
+    gc.freeze()
     await stop.wait()
     await service.stop()
     log.info("%s stopped", name)
