@@ -263,7 +263,18 @@ class Runner:
             result.flat_error = result.warren_error or "Warren is not running"
             return
         try:
-            figures, series = run_async(lambda: warren.flat_memory(self.stack, self.cfg))  # type: ignore[arg-type]
+            label = f"flat memory: one batch of {self.cfg.flat_count:,}"
+            last = 0.0
+
+            def every_5s(msg: str) -> None:  # a line per poll would flood a log
+                nonlocal last
+                if time.monotonic() - last >= 5:
+                    last = time.monotonic()
+                    self.progress(f"{label}: {msg}")
+
+            figures, series = run_async(
+                lambda: warren.flat_memory(self.stack, self.cfg, progress=every_5s)  # type: ignore[arg-type]
+            )
             result.flat, result.flat_series = figures, series
         except Exception as exc:
             result.flat_error = f"{type(exc).__name__}: {exc}"

@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -339,8 +339,11 @@ async def run_batch(
     concurrency: int,
     rate: float | None = None,
     poll: float = 0.05,
+    progress: Callable[[str], None] | None = None,
 ) -> tuple[dict[str, Any], float]:
-    """``POST /api/batches`` and poll it to the end: (final job document, wall seconds)."""
+    """``POST /api/batches`` and poll it to the end: (final job document, wall seconds).
+
+    ``progress`` is told the job's confirmed count and rate at every poll (a long batch)."""
     payload: dict[str, Any] = {
         "queue": queue,
         "count": count,
@@ -363,6 +366,11 @@ async def run_batch(
             return job, wall
         if time.monotonic() > deadline:
             raise TimeoutError(f"batch {job_id} still {job.get('status')} at the deadline")
+        if progress is not None:
+            progress(
+                f"{int(job.get('confirmed') or 0):,}/{count:,} confirmed, "
+                f"{float(job.get('rate') or 0):,.0f} msg/s"
+            )
         await asyncio.sleep(poll)
 
 
@@ -670,7 +678,9 @@ async def memory_pass(stack: WarrenStack, cfg: BenchConfig) -> Figures:
         await delete_queue(queue)
 
 
-async def flat_memory(stack: WarrenStack, cfg: BenchConfig) -> tuple[Figures, list[list[float]]]:
+async def flat_memory(
+    stack: WarrenStack, cfg: BenchConfig, progress: Callable[[str], None] | None = None
+) -> tuple[Figures, list[list[float]]]:
     """One big batch; the producer's RSS over time. The queue keeps only the newest 1,000
     messages (a max-length policy: the broker drops the head, publishes are still confirmed),
     so a million messages do not fill the shared broker's memory or disk."""
@@ -695,7 +705,7 @@ async def flat_memory(stack: WarrenStack, cfg: BenchConfig) -> tuple[Figures, li
             async with api(stack) as session:
                 with RssSampler(stack, interval=0.5) as sampler:
                     job, wall = await run_batch(
-                        session, queue, count, concurrency=cfg.window, poll=0.5
+                        session, queue, count, concurrency=cfg.window, poll=0.5, progress=progress
                     )
         finally:
             await delete_queue(queue)
