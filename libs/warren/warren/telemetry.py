@@ -81,6 +81,19 @@ def current_trace_id() -> str | None:
     return format(ctx.trace_id, "032x") if ctx.is_valid else None
 
 
+def not_sampled(trace_id: int, span_id: int | None = None, *, remote: bool = False) -> trace.Span:
+    """A span that only carries ids, flagged *not sampled*: what is published or processed
+    under it keeps the trace id, and a parent-based sampler records nothing for it."""
+    return trace.NonRecordingSpan(
+        trace.SpanContext(
+            trace_id=trace_id,
+            span_id=span_id if span_id is not None else random.getrandbits(64) or 1,
+            is_remote=remote,
+            trace_flags=trace.TraceFlags(trace.TraceFlags.DEFAULT),
+        )
+    )
+
+
 @contextmanager
 def untraced() -> Iterator[None]:
     """Publish Warren's own traffic (heartbeats, progress, records) without spans, end to end.
@@ -93,15 +106,7 @@ def untraced() -> Iterator[None]:
     """
     current = trace.get_current_span().get_span_context()
     trace_id = current.trace_id if current.is_valid else random.getrandbits(128) or 1
-    quiet = trace.NonRecordingSpan(
-        trace.SpanContext(
-            trace_id=trace_id,
-            span_id=random.getrandbits(64) or 1,
-            is_remote=False,
-            trace_flags=trace.TraceFlags(trace.TraceFlags.DEFAULT),
-        )
-    )
-    token = otel_context.attach(trace.set_span_in_context(quiet))
+    token = otel_context.attach(trace.set_span_in_context(not_sampled(trace_id)))
     try:
         yield
     finally:
@@ -152,12 +157,16 @@ def _skip_dropped_consume_spans() -> bool:
     )
     if not (drops_unsampled or drops_roots):
         return False
-    from opentelemetry.instrumentation.aio_pika.aio_pika_instrumentor import (
-        _INSTRUMENTATION_MODULE_NAME,
-    )
-    from opentelemetry.instrumentation.aio_pika.callback_decorator import CallbackDecorator
-    from opentelemetry.instrumentation.aio_pika.version import __version__
-    from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+    try:  # the instrumentation's internals, pinned in uv.lock; a new layout keeps its wrapper
+        from opentelemetry.instrumentation.aio_pika.aio_pika_instrumentor import (
+            _INSTRUMENTATION_MODULE_NAME,
+        )
+        from opentelemetry.instrumentation.aio_pika.callback_decorator import CallbackDecorator
+        from opentelemetry.instrumentation.aio_pika.version import __version__
+        from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+    except ImportError as exc:
+        log.warning("Cannot re-wrap the aio-pika instrumentation (%s): spans stay as they are", exc)
+        return False
 
     tracer = trace.get_tracer(
         _INSTRUMENTATION_MODULE_NAME,
@@ -216,14 +225,7 @@ def _sampler_drops(sampler: Any) -> tuple[bool, bool]:
                 return False
         return True
 
-    unsampled_parent = trace.NonRecordingSpan(
-        trace.SpanContext(
-            trace_id=random.getrandbits(128) or 1,
-            span_id=random.getrandbits(64) or 1,
-            is_remote=True,
-            trace_flags=trace.TraceFlags(trace.TraceFlags.DEFAULT),
-        )
-    )
+    unsampled_parent = not_sampled(random.getrandbits(128) or 1, remote=True)
     return drops(unsampled_parent), drops(None)
 
 

@@ -27,6 +27,7 @@ from aiormq import spec
 from aiormq.abc import ConfirmationFrameType, DeliveredMessage
 from opentelemetry import propagate, trace
 
+from warren import telemetry
 from warren.amqp import CONNECTION_ERRORS
 from warren.contracts import PUBLISHED_US_HEADER, JobProgress, JobStatus, PublishJob
 
@@ -334,14 +335,7 @@ class Publisher:
         # them, so a batch of a million is one readable trace, not a million-span one. Their
         # trace headers are the same for the whole job, so they are made once, here.
         if span_ctx.is_valid:
-            quiet_span = trace.NonRecordingSpan(
-                trace.SpanContext(
-                    trace_id=span_ctx.trace_id,
-                    span_id=span_ctx.span_id,
-                    is_remote=False,
-                    trace_flags=trace.TraceFlags(trace.TraceFlags.DEFAULT),
-                )
-            )
+            quiet_span = telemetry.not_sampled(span_ctx.trace_id, span_ctx.span_id)
             trace_headers: dict[str, Any] = {}
             propagate.inject(trace_headers, context=trace.set_span_in_context(quiet_span))
             factory.quiet(trace_headers)
