@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import aio_pika
 import aiormq
@@ -90,11 +90,17 @@ async def connect(
         delay = min(delay * 2, settings.connect_backoff_max)
 
 
-def connection_state(connection: AbstractRobustConnection | None) -> str:
-    """``connected``, ``reconnecting`` or ``closed``, as heartbeats and the API report it."""
-    if connection is None or connection.is_closed:
+ConnectionState = Literal["connected", "reconnecting", "closed"]
+
+
+def connection_state(*connections: AbstractRobustConnection | None) -> ConnectionState:
+    """``connected``, ``reconnecting`` or ``closed``, as heartbeats and the API report it; for a
+    service with several connections, the least healthy one's."""
+    if any(c is None or c.is_closed for c in connections):
         return "closed"
-    return "connected" if connection.connected.is_set() else "reconnecting"
+    if any(not c.connected.is_set() for c in connections if c is not None):
+        return "reconnecting"
+    return "connected"
 
 
 @dataclass(frozen=True)

@@ -699,10 +699,7 @@ class Worker:
             pid=os.getpid(),
             started_at=self.started_at,
             interval_s=self.settings.heartbeat_interval,
-            connection=_worst(
-                amqp.connection_state(self.connection),
-                amqp.connection_state(self.publish_connection),
-            ),
+            connection=amqp.connection_state(self.connection, self.publish_connection),
             queues=[qc.info() for qc in self.consumers.values()],
             in_flight=self.in_flight,
             counters=Counters(**self.counters),
@@ -746,14 +743,6 @@ async def _bounded(publish: Awaitable[T]) -> T:
         if task is not None and task.cancelling():
             raise
         raise TimeoutError("the broker did not confirm in time") from None
-
-
-def _worst(*states: str) -> Literal["connected", "reconnecting", "closed"]:
-    """The state to report for several connections: the least healthy one."""
-    for state in ("closed", "reconnecting"):
-        if state in states:
-            return state
-    return "connected"
 
 
 def _attempts(message: AbstractIncomingMessage, headers: dict[str, Any]) -> int:

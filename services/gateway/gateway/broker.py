@@ -75,14 +75,7 @@ class GatewayBroker:
     def connection_state(self) -> str:
         if self._connect_task is not None and not self._connect_task.done():
             return "reconnecting"
-        states = {
-            amqp.connection_state(self.connection),
-            amqp.connection_state(self.events_connection),
-        }
-        for state in ("closed", "reconnecting"):
-            if state in states:
-                return state
-        return "connected"
+        return amqp.connection_state(self.connection, self.events_connection)
 
     @property
     def ready(self) -> bool:
